@@ -1,0 +1,211 @@
+"""Export the four SAM 2 graphs to ONNX, verify each against PyTorch in ONNX Runtime, write the manifest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME, MANIFEST_VERSION
+from sam2_ros_export.graphs import (
+    ImageEncoderGraph,
+    MaskDecoderGraph,
+    MemoryAttentionGraph,
+    MemoryEncoderGraph,
+    model_constants,
+    model_flags,
+)
+from sam2_ros_export.models import build_video_predictor, file_sha256
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+#: Parity bound for one graph, ONNX Runtime vs PyTorch (fp32, CPU): fail loudly beyond it.
+DEFAULT_TOLERANCE = 1e-3
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 8, ptr_slots: int = 17, n_points: int = 3):
+    """Realistic example tensors (also used for verification)."""
+    g = torch.Generator().manual_seed(0)
+    s, h = flags["image_size"], flags["feat_size"]
+    c, cm = flags["hidden_dim"], flags["mem_dim"]
+    hw = h * h
+    mem_valid = torch.ones(n_obj, mem_slots, dtype=torch.bool)
+    mem_valid[:, -2:] = False
+    ptr_valid = torch.ones(n_obj, ptr_slots, dtype=torch.bool)
+    ptr_valid[0, 5:] = False
+    return {
+        "image": torch.randn(1, 3, s, s, generator=g),
+        "image_embed": torch.randn(1, c, h, h, generator=g),
+        "feat_s0": torch.randn(1, c // 8, 4 * h, 4 * h, generator=g),
+        "feat_s1": torch.randn(1, c // 4, 2 * h, 2 * h, generator=g),
+        "mem_feats": torch.randn(n_obj, mem_slots, hw, cm, generator=g),
+        "mem_tpos_row": torch.randint(0, flags["num_maskmem"], (n_obj, mem_slots), generator=g),
+        "mem_valid": mem_valid,
+        "obj_ptrs": torch.randn(n_obj, ptr_slots, c, generator=g),
+        "ptr_tpos": torch.rand(n_obj, ptr_slots, generator=g),
+        "ptr_valid": ptr_valid,
+        "pix_feat": torch.randn(n_obj, c, h, h, generator=g),
+        "no_mem": torch.tensor([1.0] + [0.0] * (n_obj - 1)),
+        "point_coords": torch.rand(n_obj, n_points, 2, generator=g) * s,
+        "point_labels": torch.tensor([[1, 0, 1]] * n_obj, dtype=torch.int32)[:, :n_points],
+        "mask_input": torch.randn(n_obj, 1, 4 * h, 4 * h, generator=g) * 5,
+        "has_mask": torch.tensor([0.0] + [1.0] * (n_obj - 1)),
+        "multimask": torch.tensor([1.0] + [0.0] * (n_obj - 1)),
+        "low_res_masks": torch.randn(n_obj, 1, 4 * h, 4 * h, generator=g) * 5,
+        "binarize": torch.tensor([1.0] + [0.0] * (n_obj - 1)),
+        "object_score_logits": torch.tensor([[0.5]] + [[-0.5]] * (n_obj - 1)),
+    }
+
+
+def graph_specs(sam: torch.nn.Module, flags: dict) -> list[GraphSpec]:
+    ex = _example_inputs(flags)
+    pick = lambda *names: {n: ex[n] for n in names}  # noqa: E731
+    obj = {0: "objects"}
+    return [
+        GraphSpec(
+            "image_encoder", ImageEncoderGraph(sam), pick("image"),
+            ["feat_s0", "feat_s1", "image_embed"], {},
+        ),
+        GraphSpec(
+            "memory_attention", MemoryAttentionGraph(sam, flags["image_size"]),
+            pick("image_embed", "mem_feats", "mem_tpos_row", "mem_valid", "obj_ptrs", "ptr_tpos", "ptr_valid"),
+            ["pix_feat"],
+            {
+                "mem_feats": {0: "objects", 1: "mem_slots"},
+                "mem_tpos_row": {0: "objects", 1: "mem_slots"},
+                "mem_valid": {0: "objects", 1: "mem_slots"},
+                "obj_ptrs": {0: "objects", 1: "ptr_slots"},
+                "ptr_tpos": {0: "objects", 1: "ptr_slots"},
+                "ptr_valid": {0: "objects", 1: "ptr_slots"},
+                "pix_feat": obj,
+            },
+        ),
+        GraphSpec(
+            "mask_decoder", MaskDecoderGraph(sam),
+            pick("pix_feat", "feat_s0", "feat_s1", "no_mem", "point_coords", "point_labels", "mask_input", "has_mask", "multimask"),
+            ["low_res_masks", "iou", "obj_ptr", "object_score_logits"],
+            {
+                "pix_feat": obj, "no_mem": obj, "mask_input": obj, "has_mask": obj, "multimask": obj,
+                "point_coords": {0: "objects", 1: "points"}, "point_labels": {0: "objects", 1: "points"},
+                "low_res_masks": obj, "iou": obj, "obj_ptr": obj, "object_score_logits": obj,
+            },
+        ),
+        GraphSpec(
+            "memory_encoder", MemoryEncoderGraph(sam, flags["image_size"]),
+            pick("image_embed", "low_res_masks", "binarize", "object_score_logits"),
+            ["maskmem"],
+            {"low_res_masks": obj, "binarize": obj, "object_score_logits": obj, "maskmem": obj},
+        ),
+    ]
+
+
+def _io_description(session) -> dict:
+    def desc(args):
+        return {a.name: {"shape": [d if isinstance(d, int) else str(d) for d in a.shape], "dtype": a.type} for a in args}
+
+    return {"inputs": desc(session.get_inputs()), "outputs": desc(session.get_outputs())}
+
+
+def verify_graph(path: Path, spec: GraphSpec, tolerance: float, inputs: dict | None = None) -> float:
+    """Run the ONNX graph in ONNX Runtime (CPU) and PyTorch; return the max abs diff or raise."""
+    import onnxruntime as ort
+
+    inputs = inputs or spec.inputs
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        ref = spec.module(*inputs.values())
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    got = sess.run(spec.outputs, {k: v.numpy() for k, v in inputs.items()})
+    diff = 0.0
+    for name, r, o in zip(spec.outputs, ref, got):
+        r = r.numpy()
+        if r.shape != o.shape:
+            raise RuntimeError(f"{spec.name}: output {name} has shape {o.shape} in ONNX Runtime, {r.shape} in PyTorch")
+        diff = max(diff, float(np.abs(r - o).max()) if r.size else 0.0)
+    if not diff <= tolerance:
+        raise RuntimeError(
+            f"{spec.name}: ONNX Runtime differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}); "
+            "the export is not faithful"
+        )
+    return diff
+
+
+def export_model(
+    model_name: str,
+    checkpoint: str | Path | None,
+    out_dir: str | Path,
+    image_size: int = 1024,
+    tolerance: float = DEFAULT_TOLERANCE,
+    verify: bool = True,
+) -> dict:
+    """Export ``model_name`` at ``image_size`` into ``out_dir``; returns the manifest."""
+    import onnx
+    import onnxruntime as ort
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    sam = build_video_predictor(model_name, checkpoint, image_size=image_size, device="cpu")
+    flags = model_flags(sam, image_size)
+    specs = graph_specs(sam, flags)
+    graphs: dict[str, dict] = {}
+    for spec in tqdm(specs, desc=f"export {model_name}@{image_size}", unit="graph"):
+        assert spec.name in GRAPH_NAMES
+        path = out_dir / f"{spec.name}.onnx"
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            torch.onnx.export(
+                spec.module, tuple(spec.inputs.values()), str(path),
+                input_names=list(spec.inputs), output_names=spec.outputs,
+                dynamic_axes=spec.dynamic_axes, opset_version=OPSET, dynamo=False,
+                do_constant_folding=True,
+            )
+        onnx.checker.check_model(str(path))
+        entry: dict = {"file": path.name, "sha256": file_sha256(path), "export_s": round(time.perf_counter() - t0, 2)}
+        if verify:
+            entry["max_abs_diff_vs_torch"] = verify_graph(path, spec, tolerance)
+            log.info("%s: max abs diff vs PyTorch %.3g", spec.name, entry["max_abs_diff_vs_torch"])
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        entry.update(_io_description(sess))
+        graphs[spec.name] = entry
+    consts = {k: v.numpy() for k, v in model_constants(sam).items()}
+    np.savez(out_dir / "constants.npz", **consts)
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "model": model_name,
+        "image_size": image_size,
+        "precision": "fp32",
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
+        "random_weights": checkpoint is None,
+        "flags": flags,
+        "graphs": graphs,
+        "constants": "constants.npz",
+        "exporter": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "opset": OPSET,
+            "python": platform.python_version(),
+        },
+    }
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return manifest

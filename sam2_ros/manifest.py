@@ -1,0 +1,86 @@
+"""The engine directory's ``manifest.json``: what was exported, how, and checks on load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sam2_ros.errors import EngineError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+GRAPH_NAMES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model settings the tracker needs, read from the manifest's ``flags``."""
+
+    model: str
+    image_size: int
+    feat_size: int
+    hidden_dim: int
+    mem_dim: int
+    num_maskmem: int
+    max_obj_ptrs_in_encoder: int
+    use_signed_tpos_enc_to_obj_ptrs: bool
+    only_obj_ptrs_in_the_past_for_eval: bool
+    multimask_output_in_sam: bool
+    multimask_output_for_tracking: bool
+    multimask_min_pt_num: int
+    multimask_max_pt_num: int
+    binarize_mask_from_pts_for_mem_enc: bool
+    use_mask_input_as_output_without_sam: bool
+    fixed_no_obj_ptr: bool
+    pred_obj_scores: bool
+    directly_add_no_mem_embed: bool
+
+    @property
+    def low_res_size(self) -> int:
+        return self.feat_size * 4
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    data: dict
+    spec: ModelSpec
+    constants: dict[str, np.ndarray]
+
+    def graph_path(self, name: str, suffix: str = ".onnx") -> Path:
+        return self.path.parent / (name + suffix)
+
+
+def load_manifest(engine_dir: str | Path) -> Manifest:
+    """Read and check ``engine_dir/manifest.json``; raise :class:`EngineError` with the reason."""
+    engine_dir = Path(engine_dir)
+    path = engine_dir / MANIFEST_NAME
+    if not engine_dir.is_dir():
+        raise EngineError(f"engine directory {engine_dir} does not exist (run `sam2-ros export` first)")
+    if not path.is_file():
+        raise EngineError(f"{path} is missing: {engine_dir} is not an export from `sam2-ros export`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EngineError(f"{path} is not valid JSON: {e}") from None
+    if data.get("format_version") != MANIFEST_VERSION:
+        raise EngineError(
+            f"{path} has format_version {data.get('format_version')!r}; this sam2_ros reads {MANIFEST_VERSION}: re-export"
+        )
+    flags = data.get("flags", {})
+    try:
+        spec = ModelSpec(model=data["model"], **{k: flags[k] for k in ModelSpec.__dataclass_fields__ if k != "model"})
+    except KeyError as e:
+        raise EngineError(f"{path} lacks the model setting {e}; re-export with this sam2_ros") from None
+    missing = [g for g in GRAPH_NAMES if g not in data.get("graphs", {})]
+    if missing:
+        raise EngineError(f"{path} lists no graph for {', '.join(missing)}")
+    consts_path = engine_dir / data.get("constants", "constants.npz")
+    if not consts_path.is_file():
+        raise EngineError(f"{consts_path} is missing")
+    with np.load(consts_path) as z:
+        constants = {k: z[k] for k in z.files}
+    return Manifest(path=path, data=data, spec=spec, constants=constants)
