@@ -1,0 +1,94 @@
+"""Drive the official ``SAM2VideoPredictor`` like a stream, as the oracle for our tracker.
+
+Prompts at frame f are added after the official predictor has propagated up to f, so a
+click on an object it already tracks is a refinement on a tracked frame (conditioned on
+memory), and a new id is a new object, exactly the streaming semantics of
+``sam2_ros.tracker.Tracker``. Frames enter the official loader through its own
+``_load_img_as_tensor`` (lossless PNG), so preprocessing is the official code too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+import torch
+
+from sam2_ros.prompts_file import Prompt, prompts_by_frame
+
+
+@dataclass
+class ReferenceRun:
+    object_ids: list[int]
+    low_res: np.ndarray  # [frames, objects, 4h, 4w] float32 (NaN before an object's first prompt)
+    scores: np.ndarray  # [frames, objects] float32 (NaN before an object's first prompt)
+    masks: np.ndarray  # [frames, objects, H, W] bool
+    seconds: float  # wall time of prompts + propagation
+
+
+def _official_images(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
+    from sam2.utils.misc import _load_img_as_tensor
+
+    mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+    std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+    images = torch.zeros(len(frames), 3, image_size, image_size, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as d:
+        for i, f in enumerate(frames):
+            p = Path(d) / f"{i:05d}.png"
+            cv2.imwrite(str(p), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            images[i], _, _ = _load_img_as_tensor(str(p), image_size)
+    images -= mean
+    images /= std
+    return images
+
+
+def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> ReferenceRun:
+    """Run the official predictor over ``frames`` with ``prompts`` (streaming order)."""
+    import sam2.sam2_video_predictor as svp
+
+    h, w = frames[0].shape[:2]
+    images = _official_images(frames, predictor.image_size)
+    n_frames = len(frames)
+    with mock.patch.object(svp, "load_video_frames", lambda **kw: (images, h, w)):
+        state = predictor.init_state(video_path="<frames in memory>")
+    by_frame = prompts_by_frame([p for p in prompts if p.frame < n_frames])
+    starts = sorted(by_frame)
+    if not starts:
+        raise ValueError("no prompt falls within the frames")
+    masks_by_frame: dict[int, dict[int, np.ndarray]] = {}
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i, f in enumerate(starts):
+            for p in by_frame[f]:
+                if p.mask is not None:
+                    predictor.add_new_mask(state, f, p.object_id, p.mask)
+                else:
+                    predictor.add_new_points_or_box(
+                        state, f, p.object_id, points=p.points, labels=p.labels, box=p.box,
+                    )
+            end = starts[i + 1] if i + 1 < len(starts) else n_frames - 1
+            for fi, ids, video_masks in predictor.propagate_in_video(
+                state, start_frame_idx=f, max_frame_num_to_track=end - f,
+            ):
+                masks_by_frame[fi] = {oid: (video_masks[k, 0] > 0).numpy() for k, oid in enumerate(ids)}
+    seconds = time.perf_counter() - t0
+    obj_ids = sorted(state["obj_ids"])
+    lr = predictor.image_size // 4
+    low_res = np.full((n_frames, len(obj_ids), lr, lr), np.nan, np.float32)
+    scores = np.full((n_frames, len(obj_ids)), np.nan, np.float32)
+    masks = np.zeros((n_frames, len(obj_ids), h, w), bool)
+    for k, oid in enumerate(obj_ids):
+        out = state["output_dict_per_obj"][state["obj_id_to_idx"][oid]]
+        for key in ("non_cond_frame_outputs", "cond_frame_outputs"):
+            for fi, o in out[key].items():
+                low_res[fi, k] = o["pred_masks"][0, 0].float().numpy()
+                scores[fi, k] = float(o["object_score_logits"].reshape(-1)[0])
+        for fi, d in masks_by_frame.items():
+            if oid in d:
+                masks[fi, k] = d[oid]
+    return ReferenceRun(obj_ids, low_res, scores, masks, seconds)

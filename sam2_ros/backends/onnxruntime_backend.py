@@ -1,0 +1,127 @@
+"""ONNX Runtime backend: CPU provider, or CUDA / TensorRT providers with IO binding on GPU."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sam2_ros.backends.base import DecoderOutput, ImageFeatures
+from sam2_ros.errors import EngineError
+from sam2_ros.manifest import GRAPH_NAMES, Manifest
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+class OnnxRuntimeBackend:
+    """Runs the exported ONNX graphs with ONNX Runtime.
+
+    ``providers``: names or aliases (``cpu``, ``cuda``, ``tensorrt``) in order of preference.
+    On a GPU provider the image features stay on the device between graphs (IO binding);
+    small per-object tensors travel through host memory.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0):
+        import onnxruntime as ort
+
+        self.manifest = manifest
+        wanted = [PROVIDER_ALIASES.get(p, p) for p in (providers or ["cpu"])]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise EngineError(
+                f"ONNX Runtime providers {missing} are not available (installed: {available}); "
+                "install onnxruntime-gpu for CUDA/TensorRT or choose providers=['cpu']"
+            )
+        self.providers = wanted
+        self.on_gpu = wanted[0] != "CPUExecutionProvider"
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            opts.intra_op_num_threads = intra_op_threads
+        self.sessions = {}
+        for g in GRAPH_NAMES:
+            path = manifest.graph_path(g)
+            if not path.is_file():
+                raise EngineError(f"{path} is missing from the engine directory")
+            try:
+                self.sessions[g] = ort.InferenceSession(str(path), opts, providers=wanted)
+            except Exception as e:  # ORT raises its own exception types
+                raise EngineError(f"ONNX Runtime cannot load {path}: {e}") from e
+        self._check_io()
+
+    def _check_io(self) -> None:
+        for g, sess in self.sessions.items():
+            expected = set(self.manifest.data["graphs"][g]["inputs"])
+            got = {i.name for i in sess.get_inputs()}
+            if expected != got:
+                raise EngineError(f"{g}.onnx inputs {sorted(got)} do not match the manifest {sorted(expected)}")
+
+    # -------------------------------------------------------------- running
+    def _run(self, graph: str, feeds: dict, keep_on_device: tuple[str, ...] = ()) -> list:
+        sess = self.sessions[graph]
+        outputs = [o.name for o in sess.get_outputs()]
+        if not self.on_gpu:
+            return sess.run(outputs, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        import onnxruntime as ort
+
+        binding = sess.io_binding()
+        for k, v in feeds.items():
+            if isinstance(v, ort.OrtValue):
+                binding.bind_ortvalue_input(k, v)
+            else:
+                binding.bind_cpu_input(k, np.ascontiguousarray(v))
+        for o in outputs:
+            if o in keep_on_device:
+                binding.bind_output(o, "cuda")
+            else:
+                binding.bind_output(o, "cpu")
+        sess.run_with_iobinding(binding)
+        vals = binding.get_outputs()
+        return [v if o in keep_on_device else v.numpy() for o, v in zip(outputs, vals)]
+
+    def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        s0, s1, emb = self._run("image_encoder", {"image": image}, keep_on_device=("feat_s0", "feat_s1", "image_embed"))
+        return ImageFeatures(s0, s1, emb)
+
+    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
+        emb = feats.image_embed
+        return emb if isinstance(emb, np.ndarray) else emb.numpy()
+
+    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
+        return self._run(
+            "memory_attention",
+            {
+                "image_embed": feats.image_embed, "mem_feats": mem_feats, "mem_tpos_row": mem_tpos_row,
+                "mem_valid": mem_valid, "obj_ptrs": obj_ptrs, "ptr_tpos": ptr_tpos, "ptr_valid": ptr_valid,
+            },
+        )[0]
+
+    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
+        out = self._run(
+            "mask_decoder",
+            {
+                "pix_feat": pix_feat, "feat_s0": feats.feat_s0, "feat_s1": feats.feat_s1, "no_mem": no_mem,
+                "point_coords": point_coords, "point_labels": point_labels, "mask_input": mask_input,
+                "has_mask": has_mask, "multimask": multimask,
+            },
+        )
+        return DecoderOutput(*out)
+
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
+        return self._run(
+            "memory_encoder",
+            {
+                "image_embed": feats.image_embed, "low_res_masks": low_res_masks,
+                "binarize": binarize, "object_score_logits": object_score_logits,
+            },
+        )[0]

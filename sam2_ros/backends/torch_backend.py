@@ -1,0 +1,78 @@
+"""PyTorch backend: the official SAM 2 modules (through the export wrappers), eager.
+
+The reference for the other backends and the GPU fallback. Needs torch and the official
+``sam2`` package; the weights come from the checkpoint recorded in the manifest (or given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sam2_ros.backends.base import DecoderOutput, ImageFeatures
+from sam2_ros.errors import EngineError
+from sam2_ros.manifest import Manifest
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "cpu"):
+        try:
+            import torch
+
+            from sam2_ros_export.graphs import (
+                ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph,
+            )
+            from sam2_ros_export.models import build_video_predictor, file_sha256
+        except ImportError as e:
+            raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
+        self.manifest = manifest
+        self.torch = torch
+        self.device = torch.device(device)
+        ckpt = checkpoint or manifest.data.get("checkpoint")
+        if not ckpt or not Path(ckpt).is_file():
+            raise EngineError(
+                f"the torch backend needs the model checkpoint; {ckpt!r} is not a file (pass checkpoint=...)"
+            )
+        want = manifest.data.get("checkpoint_sha256")
+        if want and checkpoint is None and file_sha256(ckpt) != want:
+            raise EngineError(f"checkpoint {ckpt} does not match the manifest's sha256")
+        spec = manifest.spec
+        sam = build_video_predictor(spec.model, ckpt, image_size=spec.image_size, device=str(self.device))
+        self.image_encoder = ImageEncoderGraph(sam).eval()
+        self.memory_attention = MemoryAttentionGraph(sam, spec.image_size).to(self.device).eval()
+        self.mask_decoder = MaskDecoderGraph(sam).to(self.device).eval()
+        self.memory_encoder = MemoryEncoderGraph(sam, spec.image_size).to(self.device).eval()
+
+    def _t(self, x):
+        return x if isinstance(x, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+    def _call(self, module, *args):
+        with self.torch.inference_mode():
+            out = module(*(self._t(a) for a in args))
+        return out
+
+    @staticmethod
+    def _np(x) -> np.ndarray:
+        return x.detach().float().cpu().numpy()
+
+    def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        return ImageFeatures(*self._call(self.image_encoder, image))
+
+    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
+        return self._np(feats.image_embed)
+
+    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
+        return self._np(self._call(self.memory_attention, feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid))
+
+    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
+        out = self._call(
+            self.mask_decoder, pix_feat, feats.feat_s0, feats.feat_s1, no_mem, point_coords, point_labels,
+            mask_input, has_mask, multimask,
+        )
+        return DecoderOutput(*(self._np(o) for o in out))
+
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
+        return self._np(self._call(self.memory_encoder, feats.image_embed, low_res_masks, binarize, object_score_logits))

@@ -1,0 +1,30 @@
+"""Low-resolution mask logits -> camera-resolution masks and boxes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def upsample_logits(low_res: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear (half-pixel centres, as ``F.interpolate(align_corners=False)``) upsampling of [h, w] logits."""
+    h, w = frame_hw
+    return cv2.resize(low_res, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def masks_from_logits(low_res: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.0) -> np.ndarray:
+    """[n, h, w] low-res logits -> [n, H, W] bool masks at the camera resolution."""
+    out = np.empty((low_res.shape[0], *frame_hw), bool)
+    for i, lr in enumerate(low_res):
+        np.greater(upsample_logits(lr, frame_hw), threshold, out=out[i])
+    return out
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """[n, H, W] bool -> [n, 4] float32 boxes (x0, y0, x1, y1), NaN where a mask is empty."""
+    boxes = np.full((masks.shape[0], 4), np.nan, np.float32)
+    for i, m in enumerate(masks):
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        if rows.size:
+            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes

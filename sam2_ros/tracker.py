@@ -1,0 +1,357 @@
+"""Streaming SAM 2 tracker: frames in, one mask per tracked object out. ROS-free, deterministic.
+
+Per frame (``step``): encode the image once, then for all tracked objects in one batch:
+memory attention over each object's bank, mask decoder, memory encoder into the bank.
+Prompts (``add_prompt``) apply to the current (latest) frame: a new object id starts an
+object (SAM on that frame, no memory), a known id refines it (decoder conditioned on its
+memory and its current mask). Prompted frames become conditioning frames; their memory is
+encoded before the next frame, after the last prompt on that frame, as the official
+predictor does when propagation resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sam2_ros.backends.base import Backend, ImageFeatures
+from sam2_ros.errors import TrackerInputError
+from sam2_ros.memory_bank import MemoryBank
+from sam2_ros.postprocess import boxes_from_masks, masks_from_logits
+from sam2_ros.preprocess import (
+    downsample_mask,
+    mask_prompt_logits,
+    mask_to_model_input,
+    preprocess_frame,
+    scale_points,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameResult:
+    """Every tracked object on one frame, in ascending object-id order."""
+
+    frame_index: int
+    object_ids: list[int]
+    masks: np.ndarray  # [n, H, W] bool, camera resolution
+    scores: np.ndarray  # [n] float32 object-score logits (> 0: visible)
+    ious: np.ndarray  # [n] float32 predicted IoU
+    boxes: np.ndarray  # [n, 4] float32 x0, y0, x1, y1 (NaN where the mask is empty)
+    low_res_logits: np.ndarray = field(repr=False)  # [n, 4h, 4w] float32 mask logits
+
+    @property
+    def visible(self) -> np.ndarray:
+        return self.scores > 0
+
+
+@dataclass
+class _Prompt:
+    """A validated prompt in model coordinates."""
+
+    coords: np.ndarray | None = None  # [N,2] model pixels (box corners first)
+    labels: np.ndarray | None = None  # [N] int32
+    mask_s: np.ndarray | None = None  # [S,S] float32 binary
+
+
+class Tracker:
+    """Track objects through a stream of frames with a SAM 2 backend.
+
+    Args:
+        backend: an opened backend (``sam2_ros.backends.load_backend``).
+        max_objects: objects tracked at once (memory is allocated for this many).
+        cond_slots: prompted (conditioning) frames kept per object; the latest are kept.
+        mask_threshold: logit threshold of the output masks (0 as in SAM 2).
+        num_frames: length of a finite clip, if known. SAM 2 scales object-pointer
+            distances by ``min(num_frames, 16) - 1``; a live stream (None) uses 15,
+            the official value for clips of 16 frames or more.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        max_objects: int = 8,
+        cond_slots: int = 2,
+        mask_threshold: float = 0.0,
+        num_frames: int | None = None,
+    ):
+        if not isinstance(max_objects, int) or max_objects < 1:
+            raise TrackerInputError(f"max_objects must be an int >= 1, got {max_objects!r}")
+        if not isinstance(cond_slots, int) or cond_slots < 1:
+            raise TrackerInputError(f"cond_slots must be an int >= 1, got {cond_slots!r}")
+        if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 2):
+            raise TrackerInputError(f"num_frames must be None or an int >= 2, got {num_frames!r}")
+        self.backend = backend
+        self.spec = spec = backend.manifest.spec
+        if not spec.directly_add_no_mem_embed:
+            raise TrackerInputError(f"model {spec.model} does not add no_mem_embed directly; not supported")
+        self.constants = backend.manifest.constants
+        self.max_objects = max_objects
+        self.mask_threshold = float(mask_threshold)
+        max_ptrs = spec.max_obj_ptrs_in_encoder
+        self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
+        hw = spec.feat_size**2
+        self.bank = MemoryBank(
+            max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
+            max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
+        )
+        lr = spec.low_res_size
+        # current-frame outputs of each object row (preallocated)
+        self._low_res = np.zeros((max_objects, 1, lr, lr), np.float32)
+        self._score = np.zeros((max_objects, 1), np.float32)
+        self._iou = np.zeros((max_objects, 1), np.float32)
+        self._ptr = np.zeros((max_objects, spec.hidden_dim), np.float32)
+        self._tracked = np.zeros(max_objects, bool)  # output on this frame came from tracking
+        self._pending = np.zeros(max_objects, bool)  # prompted on this frame: memory not yet encoded
+        # constant inputs of a tracking batch
+        self._no_points = np.zeros((max_objects, 1, 2), np.float32)
+        self._no_labels = np.full((max_objects, 1), -1, np.int32)
+        self._zeros_b = np.zeros(max_objects, np.float32)
+        self._ones_b = np.ones(max_objects, np.float32)
+        self._no_mask = np.zeros((max_objects, 1, lr, lr), np.float32)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every object and frame; the next frame may have another size."""
+        self._ids: list[int] = []  # object id of each live row (rows 0..n-1)
+        for row in range(self.max_objects):
+            self.bank.clear(row)
+        self._tracked[:] = False
+        self._pending[:] = False
+        self.frame_index = -1
+        self._frame_hw: tuple[int, int] | None = None
+        self._feats: ImageFeatures | None = None
+
+    @property
+    def object_ids(self) -> list[int]:
+        return sorted(self._ids)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self._ids)
+
+    # ------------------------------------------------------------- validation
+    def _check_frame(self, frame: np.ndarray) -> None:
+        if not isinstance(frame, np.ndarray):
+            raise TrackerInputError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.dtype != np.uint8:
+            raise TrackerInputError(f"frame must be uint8 RGB, got dtype {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise TrackerInputError(f"frame must have shape [H, W, 3] with H, W >= 1, got {frame.shape}")
+        if self._frame_hw is not None and frame.shape[:2] != self._frame_hw:
+            raise TrackerInputError(
+                f"frame size changed from {self._frame_hw} to {frame.shape[:2]}; call reset() before changing resolution"
+            )
+
+    def _check_object_id(self, object_id) -> int:
+        if isinstance(object_id, (bool, np.bool_)) or not isinstance(object_id, (int, np.integer)):
+            raise TrackerInputError(f"object_id must be an int, got {object_id!r}")
+        return int(object_id)
+
+    def _validate_prompt(self, object_id: int, points, labels, box, mask) -> _Prompt:
+        if self.frame_index < 0:
+            raise TrackerInputError("no frame yet: call step(frame) before add_prompt")
+        if object_id not in self._ids and self.num_objects >= self.max_objects:
+            raise TrackerInputError(
+                f"cannot add object {object_id}: already tracking max_objects={self.max_objects} objects"
+            )
+        h, w = self._frame_hw
+        s = self.spec.image_size
+        if mask is not None:
+            if points is not None or labels is not None or box is not None:
+                raise TrackerInputError("give either a mask or points/box, not both")
+            m = np.asarray(mask)
+            if m.dtype != bool and not (np.issubdtype(m.dtype, np.integer) and m.size and m.min() >= 0 and m.max() <= 1):
+                raise TrackerInputError(f"mask must be bool (or 0/1 integers), got dtype {m.dtype}")
+            if m.shape != (h, w):
+                raise TrackerInputError(f"mask must have the frame's shape {(h, w)}, got {m.shape}")
+            return _Prompt(mask_s=mask_to_model_input(m.astype(bool), s))
+        if (points is None) != (labels is None):
+            raise TrackerInputError("points and labels must be given together")
+        if points is None and box is None:
+            raise TrackerInputError("a prompt needs points with labels, a box, or a mask")
+        coords, labs = [], []
+        if box is not None:
+            b = np.asarray(box, np.float64)
+            if b.shape != (4,):
+                raise TrackerInputError(f"box must be [x0, y0, x1, y1], got shape {b.shape}")
+            if not np.isfinite(b).all():
+                raise TrackerInputError(f"box has non-finite values: {b.tolist()}")
+            if b[0] >= b[2] or b[1] >= b[3]:
+                raise TrackerInputError(f"box must have x0 < x1 and y0 < y1, got {b.tolist()}")
+            if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
+                raise TrackerInputError(f"box {b.tolist()} lies outside the {w}x{h} frame")
+            coords.append(b.reshape(2, 2))
+            labs.append(np.array([2, 3]))
+        if points is not None:
+            p = np.asarray(points, np.float64)
+            lab = np.asarray(labels)
+            if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
+                raise TrackerInputError(f"points must have shape [N, 2] with N >= 1, got {p.shape}")
+            if lab.ndim != 1 or lab.shape[0] != p.shape[0]:
+                raise TrackerInputError(f"labels must have shape [{p.shape[0]}] to match points, got {lab.shape}")
+            if not np.isfinite(p).all():
+                raise TrackerInputError("points contain NaN or infinite values")
+            if not np.isin(lab, (0, 1)).all() or (lab.dtype.kind not in "iub"):
+                raise TrackerInputError(f"labels must be 1 (positive) or 0 (negative), got {lab.tolist()}")
+            if (p[:, 0] < 0).any() or (p[:, 1] < 0).any() or (p[:, 0] > w).any() or (p[:, 1] > h).any():
+                raise TrackerInputError(f"points {p.tolist()} lie outside the {w}x{h} frame")
+            coords.append(p)
+            labs.append(lab.astype(np.int32))
+        c = scale_points(np.concatenate(coords), (h, w), s)
+        return _Prompt(coords=c, labels=np.concatenate(labs).astype(np.int32))
+
+    # -------------------------------------------------------------- per frame
+    def step(self, frame: np.ndarray) -> FrameResult:
+        """Process the next frame (RGB uint8 [H, W, 3]) and return every object's mask on it."""
+        self._check_frame(frame)
+        self._flush_pending()
+        image = preprocess_frame(frame, self.spec.image_size)
+        self._feats = self.backend.encode_image(image)
+        self._frame_hw = frame.shape[:2]
+        self.frame_index += 1
+        n = self.num_objects
+        self._tracked[:] = False
+        if n:
+            t = self.frame_index
+            inp = self.bank.attention_inputs(0, n, t, self.ptr_span)
+            pix = self.backend.attend_memory(self._feats, **inp.as_dict())
+            multimask = self._ones_b[:n] if self._use_multimask(False, 0) else self._zeros_b[:n]
+            out = self.backend.decode(
+                self._feats, pix, self._zeros_b[:n], self._no_points[:n], self._no_labels[:n],
+                self._no_mask[:n], self._zeros_b[:n], multimask,
+            )
+            mem = self.backend.encode_memory(self._feats, out.low_res_masks, self._zeros_b[:n], out.object_score_logits)
+            self.bank.write_frame(0, n, t, mem, out.obj_ptr)
+            self._low_res[:n] = out.low_res_masks
+            self._score[:n] = out.object_score_logits
+            self._iou[:n] = out.iou
+            self._ptr[:n] = out.obj_ptr
+            self._tracked[:n] = True
+        return self.current_result()
+
+    def _use_multimask(self, is_init: bool, num_points: int) -> bool:
+        sp = self.spec
+        return (
+            sp.multimask_output_in_sam
+            and (is_init or sp.multimask_output_for_tracking)
+            and sp.multimask_min_pt_num <= num_points <= sp.multimask_max_pt_num
+        )
+
+    def _flush_pending(self) -> None:
+        """Encode the memory of objects prompted on the current frame as conditioning frames."""
+        rows = np.flatnonzero(self._pending[: self.num_objects])
+        if not rows.size:
+            return
+        binarize = self._ones_b[: rows.size] if self.spec.binarize_mask_from_pts_for_mem_enc else self._zeros_b[: rows.size]
+        mem = self.backend.encode_memory(self._feats, self._low_res[rows], binarize, self._score[rows])
+        for i, row in enumerate(rows):
+            self.bank.write_conditioning(int(row), self.frame_index, mem[i], self._ptr[row])
+        self._pending[:] = False
+
+    # ---------------------------------------------------------------- prompts
+    def add_prompt(self, object_id: int, points=None, labels=None, box=None, mask=None) -> FrameResult:
+        """Prompt ``object_id`` on the current frame with points (+labels), a box, or a mask.
+
+        Points and box are in camera pixels (x, y); labels 1 = positive, 0 = negative; the mask
+        is a bool [H, W] array. A new id starts an object; a known id is refined. Replaces any
+        earlier prompt of this object on this frame. Returns every object's result on the frame.
+        Raises :class:`TrackerInputError` (state untouched) on bad input.
+        """
+        object_id = self._check_object_id(object_id)
+        prompt = self._validate_prompt(object_id, points, labels, box, mask)
+        is_new = object_id not in self._ids
+        row = self.num_objects if is_new else self._ids.index(object_id)
+        if is_new:
+            self.bank.clear(row)
+            self._tracked[row] = False
+            self._pending[row] = False
+        is_init = not self._tracked[row]
+        if prompt.mask_s is not None:
+            self._run_mask_prompt(row, prompt.mask_s)
+        else:
+            self._run_point_prompt(row, prompt, is_init, has_prev=not is_new)
+        if is_new:
+            self._ids.append(object_id)
+        self._pending[row] = True
+        return self.current_result()
+
+    def _run_point_prompt(self, row: int, prompt: _Prompt, is_init: bool, has_prev: bool) -> None:
+        if is_init:
+            pix, no_mem = self.backend.image_embed_host(self._feats), self._ones_b[:1]
+        else:
+            inp = self.bank.attention_inputs(row, row + 1, self.frame_index, self.ptr_span)
+            pix, no_mem = self.backend.attend_memory(self._feats, **inp.as_dict()), self._zeros_b[:1]
+        if has_prev:  # previous logits of this object on this frame guide the new clicks
+            mask_input, has_mask = np.clip(self._low_res[row : row + 1], -32.0, 32.0), self._ones_b[:1]
+        else:
+            mask_input, has_mask = self._no_mask[:1], self._zeros_b[:1]
+        multimask = self._ones_b[:1] if self._use_multimask(is_init, len(prompt.labels)) else self._zeros_b[:1]
+        out = self.backend.decode(
+            self._feats, pix, no_mem, prompt.coords[None], prompt.labels[None], mask_input, has_mask, multimask,
+        )
+        self._store(row, out.low_res_masks[0], out.object_score_logits[0], out.iou[0], out.obj_ptr[0])
+
+    def _run_mask_prompt(self, row: int, mask_s: np.ndarray) -> None:
+        """SAM 2 ``use_mask_input_as_output_without_sam``: the mask is the output; the decoder gives the pointer."""
+        c = self.constants
+        mask_in = downsample_mask(mask_s, c["mask_downsample_weight"], c["mask_downsample_bias"])
+        out = self.backend.decode(
+            self._feats, self.backend.image_embed_host(self._feats), self._zeros_b[:1],
+            self._no_points[:1], self._no_labels[:1], mask_in[None, None], self._ones_b[:1], self._zeros_b[:1],
+        )
+        appearing = float(mask_s.any())
+        ptr = out.obj_ptr[0]
+        if self.spec.pred_obj_scores:
+            if self.spec.fixed_no_obj_ptr:
+                ptr = appearing * ptr
+            ptr = ptr + (1.0 - appearing) * c["no_obj_ptr"]
+        low_res = mask_prompt_logits(mask_s, self.spec.low_res_size)
+        self._store(row, low_res[None], np.float32([20.0 * appearing - 10.0]), np.float32([1.0]), ptr)
+
+    def _store(self, row: int, low_res, score, iou, ptr) -> None:
+        self._low_res[row] = low_res
+        self._score[row] = score
+        self._iou[row] = iou
+        self._ptr[row] = ptr
+
+    # ---------------------------------------------------------------- removal
+    def remove_object(self, object_id: int) -> None:
+        """Stop tracking ``object_id`` and free its memory. Other objects are unaffected."""
+        object_id = self._check_object_id(object_id)
+        if object_id not in self._ids:
+            raise TrackerInputError(f"unknown object id {object_id}; tracked ids: {self.object_ids}")
+        row = self._ids.index(object_id)
+        last = self.num_objects - 1
+        if row != last:  # keep live rows contiguous: move the last row into the hole
+            self.bank.move(last, row)
+            for buf in (self._low_res, self._score, self._iou, self._ptr, self._tracked, self._pending):
+                buf[row] = buf[last]
+            self._ids[row] = self._ids[last]
+        else:
+            self.bank.clear(row)
+        self._ids.pop()
+        self._tracked[last] = False
+        self._pending[last] = False
+
+    # ---------------------------------------------------------------- results
+    def current_result(self) -> FrameResult | None:
+        """Every object's result on the current frame (None before the first frame)."""
+        if self.frame_index < 0:
+            return None
+        order = np.argsort(self._ids, kind="stable").astype(np.int64)
+        low_res = self._low_res[order, 0]
+        masks = masks_from_logits(low_res, self._frame_hw, self.mask_threshold)
+        return FrameResult(
+            frame_index=self.frame_index,
+            object_ids=[self._ids[i] for i in order],
+            masks=masks,
+            scores=self._score[order, 0].copy(),
+            ious=self._iou[order, 0].copy(),
+            boxes=boxes_from_masks(masks),
+            low_res_logits=low_res.copy(),
+        )
