@@ -1,0 +1,325 @@
+"""``sam2-ros``: one entry point for checkpoints, export, tracking, comparison and the ROS node.
+
+Subcommands (DESIGN.md section 6): download, checkpoint, export, build, track, compare, bench,
+demo, node. Commands that need PyTorch / the official ``sam2`` package import them lazily, so
+``track`` with the ONNX Runtime backend runs on a robot without PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("sam2_ros")
+
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+CHECKPOINT_DIR = Path.home() / ".cache" / "sam2_ros" / "checkpoints"
+
+
+# ------------------------------------------------------------------ helpers
+def _die(msg: str, code: int = 2) -> int:
+    print(f"sam2-ros: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _backend_options(args) -> dict:
+    opts = {}
+    if args.backend == "onnxruntime" and getattr(args, "providers", None):
+        opts["providers"] = args.providers.split(",")
+    if args.backend == "torch" and getattr(args, "checkpoint", None):
+        opts["checkpoint"] = args.checkpoint
+    return opts
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0
+
+
+# -------------------------------------------------------------- subcommands
+def cmd_download(args) -> int:
+    from sam2_ros_export.download import download_checkpoint
+
+    try:
+        path = download_checkpoint(args.model, args.out)
+    except (ValueError, RuntimeError) as e:
+        return _die(str(e))
+    print(path)
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    from sam2_ros_export.models import random_checkpoint
+
+    print(
+        "WARNING: writing a RANDOMLY INITIALISED model (seed %d) in the official checkpoint format. "
+        "It segments nothing meaningful: use it for tests and smoke runs only." % args.random_seed,
+        file=sys.stderr,
+    )
+    print(random_checkpoint(args.model, args.random_seed, args.out))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sam2_ros_export.onnx_export import export_model
+
+    if not Path(args.checkpoint).is_file():
+        return _die(f"checkpoint {args.checkpoint} does not exist (`sam2-ros download --model {args.model}`)")
+    manifest = export_model(args.model, args.checkpoint, args.out, image_size=args.image_size, tolerance=args.tolerance)
+    for name, g in manifest["graphs"].items():
+        print(f"{name:17s} max|onnx - torch| = {g.get('max_abs_diff_vs_torch', float('nan')):.2e}")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
+def cmd_build(args) -> int:
+    try:
+        from sam2_ros_export.tensorrt_build import build_engines
+    except ImportError as e:
+        return _die(f"`build` needs TensorRT and a GPU: {e}")
+    build_engines(args.onnx, args.out, fp16=args.fp16, max_objects=args.max_objects)
+    return 0
+
+
+def _open_tracker(args, num_frames: int | None = None):
+    from sam2_ros.backends import load_backend
+    from sam2_ros.tracker import Tracker
+
+    backend = load_backend(args.engines, args.backend, **_backend_options(args))
+    return Tracker(backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames)
+
+
+def cmd_track(args) -> int:
+    from sam2_ros.errors import Sam2RosError
+    from sam2_ros.prompts_file import load_prompts
+    from sam2_ros.runner import run_tracker
+    from sam2_ros.video import OverlayWriter, iter_frames, video_fps
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        prompts = load_prompts(args.prompts)
+        tracker = _open_tracker(args)
+        writer = None
+
+        def on_frame(i, frame, res):
+            nonlocal writer
+            if writer is None:
+                writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
+            writer.write(frame, res.masks, res.object_ids)
+
+        from tqdm import tqdm
+
+        frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
+        run = run_tracker(tracker, frames, prompts, on_frame=on_frame)
+        if writer is not None:
+            writer.close()
+    except (Sam2RosError, ValueError, FileNotFoundError) as e:
+        return _die(str(e))
+    np.savez_compressed(
+        out / "masks.npz", masks=run.masks, scores=run.scores, object_ids=np.asarray(run.object_ids, np.int64)
+    )
+    stats = {
+        "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
+        "fps": round(run.fps, 3), "engines": str(args.engines), "video": str(args.video),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats))
+    return 0
+
+
+def compare_runs(ours, ref) -> dict:
+    """Per-frame/object agreement of our run with the official one (where the official tracks the object)."""
+    ious, diffs, sign_ok = [], [], []
+    for k, oid in enumerate(ref.object_ids):
+        kk = ours.object_ids.index(oid)
+        for f in range(len(ours.frame_seconds)):
+            if np.isnan(ref.scores[f, k]):
+                continue
+            ious.append(_iou(ours.masks[f, kk], ref.masks[f, k]))
+            if ours.low_res is not None:
+                diffs.append(float(np.abs(ours.low_res[f, kk] - ref.low_res[f, k]).max()))
+            sign_ok.append(bool((ours.scores[f, kk] > 0) == (ref.scores[f, k] > 0)))
+    return {
+        "mean_iou": float(np.mean(ious)) if ious else float("nan"),
+        "min_iou": float(np.min(ious)) if ious else float("nan"),
+        "max_logit_diff": float(np.max(diffs)) if diffs else float("nan"),
+        "score_sign_agreement": float(np.mean(sign_ok)) if sign_ok else float("nan"),
+        "pairs": len(ious),
+    }
+
+
+def cmd_compare(args) -> int:
+    from sam2_ros.errors import Sam2RosError
+    from sam2_ros.prompts_file import load_prompts
+    from sam2_ros.runner import run_tracker
+    from sam2_ros.video import read_frames
+    from sam2_ros_export.models import build_video_predictor
+    from sam2_ros_export.reference import run_official
+
+    try:
+        prompts = load_prompts(args.prompts)
+        frames = read_frames(args.video, args.max_frames)
+        tracker = _open_tracker(args, num_frames=len(frames))
+        spec = tracker.spec
+        predictor = build_video_predictor(spec.model, args.checkpoint, image_size=spec.image_size, device="cpu")
+        ref = run_official(predictor, frames, prompts)
+        ours = run_tracker(tracker, frames, prompts, keep_low_res=True)
+    except (Sam2RosError, ValueError, FileNotFoundError) as e:
+        return _die(str(e))
+    summary = {
+        "frames": len(frames), "objects": len(ours.object_ids), "backend": args.backend,
+        "model": spec.model, "image_size": spec.image_size, **compare_runs(ours, ref),
+        "fps_ours": round(ours.fps, 3), "fps_reference": round(len(frames) / ref.seconds, 3),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from sam2_ros.bench_cpu import run_cpu_benchmark
+
+    run_cpu_benchmark(args)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """download (or random weights) -> export -> track the sample clip -> overlay + masks."""
+    from sam2_ros_export.download import download_checkpoint
+    from sam2_ros_export.models import random_checkpoint
+
+    repo = Path(__file__).resolve().parent.parent
+    out = Path(args.out)
+    work = out / "work"
+    if args.random_weights:
+        print("WARNING: --random-weights: a randomly initialised model; masks are meaningless (smoke run).", file=sys.stderr)
+        ckpt = random_checkpoint(args.model, 0, work / f"{args.model}_random.pt")
+    else:
+        try:
+            ckpt = download_checkpoint(args.model, args.checkpoint_dir)
+        except (ValueError, RuntimeError) as e:
+            return _die(f"{e}\nWithout the official checkpoint, run the pipeline on random weights with --random-weights.")
+    engines = Path(args.engines) if args.engines else out / "engines" / f"{args.model}_{args.image_size}"
+    if not (engines / "manifest.json").is_file() or args.force_export:
+        ns = argparse.Namespace(model=args.model, checkpoint=str(ckpt), out=str(engines), image_size=args.image_size, tolerance=1e-3)
+        if (rc := cmd_export(ns)) != 0:
+            return rc
+    video = Path(args.video) if args.video else repo / "samples" / "bedroom_short.mp4"
+    prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
+    ns = argparse.Namespace(
+        engines=str(engines), backend="onnxruntime", providers=None, video=str(video), prompts=str(prompts),
+        out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2,
+    )
+    return cmd_track(ns)
+
+
+def cmd_node(args) -> int:
+    from sam2_ros.node import main as node_main
+
+    return node_main(args.ros_args) or 0
+
+
+# ------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from sam2_ros.backends import BACKENDS
+
+    models = [
+        "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
+        "sam2_hiera_tiny", "sam2_hiera_small", "sam2_hiera_base_plus", "sam2_hiera_large",
+    ]
+    p = argparse.ArgumentParser(prog="sam2-ros", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("download", help="fetch an official checkpoint from Meta")
+    s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
+    s.add_argument("--out", default=str(CHECKPOINT_DIR), help="directory for the checkpoint")
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("checkpoint", help="write a RANDOM-weights checkpoint (tests only)")
+    s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
+    s.add_argument("--random-seed", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_checkpoint)
+
+    s = sub.add_parser("export", help="checkpoint -> ONNX graphs + manifest.json")
+    s.add_argument("--model", choices=models, required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--image-size", type=int, default=1024)
+    s.add_argument("--out", required=True)
+    s.add_argument("--tolerance", type=float, default=1e-3, help="max |ONNX - PyTorch| per graph")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("build", help="ONNX graphs -> TensorRT engines (GPU + TensorRT)")
+    s.add_argument("--onnx", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--fp16", action="store_true")
+    s.add_argument("--max-objects", type=int, default=8)
+    s.set_defaults(func=cmd_build)
+
+    def tracking_args(s):
+        s.add_argument("--engines", required=True, help="export directory (manifest.json)")
+        s.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+        s.add_argument("--providers", default=None, help="onnxruntime providers, e.g. cuda,cpu")
+        s.add_argument("--video", required=True)
+        s.add_argument("--prompts", required=True)
+        s.add_argument("--max-frames", type=int, default=None)
+        s.add_argument("--max-objects", type=int, default=8)
+        s.add_argument("--cond-slots", type=int, default=2)
+
+    s = sub.add_parser("track", help="track a video file with prompts -> masks.npz, overlay.mp4, stats.json")
+    tracking_args(s)
+    s.add_argument("--checkpoint", default=None, help="weights for --backend torch")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_track)
+
+    s = sub.add_parser("compare", help="ours vs the official SAM2VideoPredictor; last line is JSON")
+    tracking_args(s)
+    s.add_argument("--checkpoint", required=True)
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("bench", help="per-frame time, ours vs the official predictor (CPU)")
+    s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
+    s.add_argument("--image-size", type=int, default=512)
+    s.add_argument("--objects", type=int, nargs="+", default=[1, 4])
+    s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--video", default=None)
+    s.add_argument("--out", default="benchmarks")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("demo", help="the main job: checkpoint -> export -> track the sample clip")
+    s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
+    s.add_argument("--random-weights", action="store_true", help="no download: random weights (smoke run)")
+    s.add_argument("--checkpoint-dir", default=str(CHECKPOINT_DIR))
+    s.add_argument("--image-size", type=int, default=512)
+    s.add_argument("--engines", default=None)
+    s.add_argument("--force-export", action="store_true")
+    s.add_argument("--video", default=None)
+    s.add_argument("--prompts", default=None)
+    s.add_argument("--max-frames", type=int, default=None)
+    s.add_argument("--out", default="out/demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("node", help="run the ROS 2 tracker node (same as `ros2 run sam2_ros sam2_tracker`)")
+    s.add_argument("ros_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_node)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    rc = args.func(args)
+    log.info("%s took %.1f s", args.command, time.perf_counter() - t0)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Shared fixtures: real video from ../shared/data, random-weights checkpoints made with the
+official package, and their ONNX exports (session-scoped: built once per test run)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SAM2_ROS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+warnings.filterwarnings("ignore", message=".*cannot import name '_C' from 'sam2'.*")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "videos" / "bedroom.mp4").is_file():
+        pytest.fail(
+            f"test data missing: expected ../shared/data beside the repository ({SHARED_DATA}); "
+            "set SAM2_ROS_SHARED_DATA to its location"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+def _checkpoint(artifacts: Path, model: str, seed: int = 0) -> Path:
+    from sam2_ros_export.models import random_checkpoint
+
+    path = artifacts / f"{model}_seed{seed}.pt"
+    if not path.is_file():
+        random_checkpoint(model, seed, path)
+    return path
+
+
+def _export(artifacts: Path, model: str, ckpt: Path, size: int, tag: str = "") -> Path:
+    from sam2_ros_export.onnx_export import export_model
+
+    out = artifacts / f"{model}{tag}_{size}"
+    if not (out / "manifest.json").is_file():
+        export_model(model, ckpt, out, image_size=size)
+    return out
+
+
+def perturbed_checkpoint(src: Path, dst: Path, score_shift: float, mask_shift: float) -> Path:
+    """A random checkpoint whose object-score head and mask hypernetworks are biased so that
+    objects are absent on prompted frames (negative scores) and tracked masks are small.
+    Random weights alone give near-trivial masks that never exercise these paths."""
+    import torch
+
+    ck = torch.load(src, map_location="cpu", weights_only=True)
+    sd = ck["model"]
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += score_shift
+    for i in range(4):
+        sd[f"sam_mask_decoder.output_hypernetworks_mlps.{i}.layers.2.bias"] += mask_shift
+    torch.save(ck, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(artifacts) -> Path:
+    return _checkpoint(artifacts, "sam2.1_hiera_tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_export_256(artifacts, tiny_checkpoint) -> Path:
+    """ONNX export of a random-weights sam2.1_hiera_tiny at image size 256."""
+    return _export(artifacts, "sam2.1_hiera_tiny", tiny_checkpoint, 256)
+
+
+@pytest.fixture(scope="session")
+def hard_checkpoint(artifacts, tiny_checkpoint) -> Path:
+    return perturbed_checkpoint(tiny_checkpoint, artifacts / "tiny_hard.pt", score_shift=-0.178, mask_shift=-0.5)
+
+
+@pytest.fixture(scope="session")
+def hard_export_256(artifacts, hard_checkpoint) -> Path:
+    return _export(artifacts, "sam2.1_hiera_tiny", hard_checkpoint, 256, tag="_hard")
+
+
+@pytest.fixture(scope="session")
+def bedroom_frames(shared_data):
+    from sam2_ros.video import read_frames
+
+    return read_frames(shared_data / "videos" / "bedroom.mp4", 12)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0

@@ -1,0 +1,117 @@
+"""Our streaming tracker vs the official SAM2VideoPredictor on real video (fp32, CPU).
+
+Done means (issue 2): per-frame mask IoU >= 0.99 on every frame and object, mean >= 0.999,
+max abs low-res logit difference <= 1e-3, identical object-score signs; prompts by points,
+box and mask, a refinement click, an object added mid-stream, absent objects and small masks,
+on two videos, one run at 1024.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam2_ros.backends import load_backend
+from sam2_ros.prompts_file import Prompt
+from sam2_ros.runner import run_tracker
+from sam2_ros.tracker import Tracker
+from sam2_ros.video import read_frames
+from sam2_ros_export.models import build_video_predictor
+from sam2_ros_export.reference import run_official
+
+from conftest import SHARED_DATA, _checkpoint, _export, mask_iou
+
+
+def pts(*xy):
+    return np.asarray(xy, np.float32)
+
+
+def run_both(export_dir, checkpoint, frames, prompts, backend="onnxruntime", **opts):
+    be = load_backend(export_dir, backend, **opts)
+    spec = be.manifest.spec
+    predictor = build_video_predictor(spec.model, checkpoint, image_size=spec.image_size)
+    ref = run_official(predictor, frames, prompts)
+    ours = run_tracker(Tracker(be, max_objects=4, num_frames=len(frames)), frames, prompts, keep_low_res=True)
+    return ours, ref
+
+
+def assert_parity(ours, ref):
+    assert ours.object_ids == ref.object_ids
+    ious, diffs = [], []
+    for k, oid in enumerate(ref.object_ids):
+        for f in range(ours.masks.shape[0]):
+            if np.isnan(ref.scores[f, k]):  # object not prompted yet: neither tracks it
+                assert np.isnan(ours.scores[f, k]) and not ours.masks[f, k].any()
+                continue
+            iou = mask_iou(ours.masks[f, k], ref.masks[f, k])
+            diff = float(np.abs(ours.low_res[f, k] - ref.low_res[f, k]).max())
+            assert iou >= 0.99, f"object {oid} frame {f}: IoU {iou:.4f}"
+            assert diff <= 1e-3, f"object {oid} frame {f}: logit diff {diff:.2e}"
+            assert (ours.scores[f, k] > 0) == (ref.scores[f, k] > 0), (
+                f"object {oid} frame {f}: score {ours.scores[f, k]} vs official {ref.scores[f, k]}"
+            )
+            ious.append(iou)
+            diffs.append(diff)
+    assert np.mean(ious) >= 0.999
+    return np.mean(ious), max(diffs)
+
+
+def test_bedroom_points_box_mask_refinement_midstream(tiny_export_256, tiny_checkpoint, bedroom_frames):
+    frames = bedroom_frames[:10]
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[120:330, 480:720] = True
+    prompts = [
+        Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),  # single click
+        Prompt(0, 2, None, None, np.array([600, 250, 800, 450], np.float32)),  # box
+        Prompt(3, 5, None, None, None, mask),  # mask prompt, object added mid-stream
+        Prompt(6, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),  # refinement on a tracked frame
+        Prompt(8, 7, pts([700, 400], [710, 420]), np.array([1, 1], np.int32), np.array([650, 350, 780, 470], np.float32)),
+    ]
+    ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts)
+    assert_parity(ours, ref)
+    assert not np.isnan(ref.scores[3:, 2]).any() and np.isnan(ref.scores[:3, 2]).all()
+
+
+def test_cups_absent_objects_and_small_masks(hard_export_256, hard_checkpoint, shared_data):
+    frames = read_frames(shared_data / "videos" / "02_cups.mp4", 8)
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[300:420, 500:700] = True
+    prompts = [
+        Prompt(0, 1, pts([640, 360]), np.array([1], np.int32)),
+        Prompt(0, 2, None, None, np.array([100, 100, 400, 400], np.float32)),
+        Prompt(2, 3, None, None, None, mask),
+        Prompt(4, 4, None, None, None, np.zeros((h, w), bool)),  # empty mask: absent from the start
+        Prompt(5, 2, pts([250, 250], [380, 120]), np.array([1, 0], np.int32)),
+    ]
+    ours, ref = run_both(hard_export_256, hard_checkpoint, frames, prompts)
+    # the hard cases must really occur in the official run, or this test proves nothing
+    valid = ~np.isnan(ref.scores)
+    assert (ref.scores[valid] < 0).sum() >= 3, ref.scores
+    assert (ref.scores[valid] > 0).sum() >= 3, ref.scores
+    frac = ref.masks.mean(axis=(2, 3))[valid & (ref.scores > 0)]
+    assert (frac < 0.05).sum() >= 3, frac
+    assert_parity(ours, ref)
+
+
+def test_blocks_at_1024(artifacts, shared_data):
+    ckpt = _checkpoint(artifacts, "sam2.1_hiera_tiny")
+    export_dir = _export(artifacts, "sam2.1_hiera_tiny", ckpt, 1024)
+    frames = read_frames(shared_data / "videos" / "03_blocks.mp4", 3)
+    prompts = [
+        Prompt(0, 1, pts([640, 300]), np.array([1], np.int32)),
+        Prompt(1, 2, None, None, np.array([200, 300, 500, 600], np.float32)),
+    ]
+    ours, ref = run_both(export_dir, ckpt, frames, prompts)
+    assert_parity(ours, ref)
+
+
+def test_torch_backend_matches_official(tiny_export_256, tiny_checkpoint, bedroom_frames):
+    frames = bedroom_frames[:5]
+    prompts = [
+        Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),
+        Prompt(2, 2, None, None, np.array([600, 250, 800, 450], np.float32)),
+    ]
+    ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts, backend="torch")
+    assert_parity(ours, ref)
