@@ -1,0 +1,446 @@
+"""ROS 2 node ``sam2_tracker``: a managed (lifecycle) node over the ROS-free tracker.
+
+    ros2 run sam2_ros sam2_tracker --ros-args -p engine_dir:=/path/to/export
+    sam2-ros node --ros-args -p engine_dir:=/path/to/export        (same, without ros2 run)
+
+Lifecycle: configure loads the engines and allocates the tracker's memory (fails cleanly
+when the engine directory is missing or does not match); activate subscribes to the
+camera and starts the worker thread; deactivate unsubscribes and stops the worker (the
+tracked objects are kept); cleanup releases the tracker. With ``autostart`` (default) the
+node configures and activates itself.
+
+Topics (relative names, remap them):
+  in   image               sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8), sensor-data QoS
+  in   image/compressed    sensor_msgs/CompressedImage, when image_transport = compressed
+  out  objects             sam2_ros_interfaces/TrackedObjects, the image's header
+  out  label_image         sensor_msgs/Image mono8/mono16, pixel = 1 + object index, 0 = background
+  out  overlay             sensor_msgs/Image rgb8, only while someone subscribes
+  out  /diagnostics        diagnostic_msgs/DiagnosticArray: FPS, latency, drops, backend
+Services (~ = the node's name):
+  ~/add_prompt  ~/remove_object  ~/reset  ~/list_objects   (sam2_ros_interfaces/srv/*)
+
+docs/ROS.md has the parameters and command-line and Python examples.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from sam2_ros import ros_convert as rc
+from sam2_ros.errors import EngineError, TrackerInputError
+from sam2_ros.node_params import CONFIGURE_TIME, PARAMS_BY_NAME, declare_parameters, split_providers, validate_parameter
+from sam2_ros.node_worker import LATEST, CommandError, Frame, TrackerWorker, fmt_stamp
+from sam2_ros.tracker import FrameResult
+from sam2_ros_interfaces.msg import ObjectState, TrackedObjects
+from sam2_ros_interfaces.srv import AddPrompt, ListObjects, RemoveObject, Reset
+
+#: Threads of the executor. Service calls may wait for the worker (held prompts), so at
+#: most ``EXECUTOR_THREADS - 2`` of them wait at once; the image callback and the
+#: lifecycle/diagnostics callbacks always find a free thread.
+EXECUTOR_THREADS = 6
+
+
+def _logged_transition(fn):
+    """rclpy turns an exception in a transition callback into ERROR without a word: say why."""
+
+    @functools.wraps(fn)
+    def wrapper(self, state):
+        try:
+            return fn(self, state)
+        except Exception as e:
+            self.get_logger().error(f"{fn.__name__} failed: {type(e).__name__}: {e}")
+            raise
+
+    return wrapper
+
+
+class Sam2TrackerNode(LifecycleNode):
+    """See the module docstring."""
+
+    def __init__(self, node_name: str = "sam2_tracker", **kwargs):
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._waiting_calls = threading.BoundedSemaphore(EXECUTOR_THREADS - 2)
+        self._worker: TrackerWorker | None = None
+        self._backend_name = ""
+        self._engine_dir = ""
+        self._max_objects = 0
+        self._state_label = "unconfigured"
+        self._sub = None
+        self._pubs: dict = {}
+        self._services: list = []
+        self._diag_timer = None
+        self._last_rejected = 0
+
+    # ----------------------------------------------------------- parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            error = validate_parameter(p.name, p.value)
+            if error is None and self._worker is not None and PARAMS_BY_NAME[p.name].applies == CONFIGURE_TIME:
+                error = (f"{p.name} takes effect at configure; the node is configured: deactivate and clean it up "
+                         "first, then set it and configure again")
+            if error is not None:
+                return SetParametersResult(successful=False, reason=error)
+        return SetParametersResult(successful=True)
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------ lifecycle
+    @_logged_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from sam2_ros.backends import load_backend
+        from sam2_ros.tracker import Tracker
+
+        engine_dir = self._param("engine_dir")
+        backend = self._param("backend")
+        if not engine_dir:
+            self.get_logger().error("configure failed: parameter engine_dir is not set (an export directory "
+                                    "made by `sam2-ros export`)")
+            return TransitionCallbackReturn.FAILURE
+        if not Path(engine_dir).is_dir():
+            self.get_logger().error(f"configure failed: engine_dir {engine_dir!r} is not a directory")
+            return TransitionCallbackReturn.FAILURE
+        options = {}
+        if backend == "onnxruntime":
+            if split_providers(self._param("providers")):
+                options["providers"] = split_providers(self._param("providers"))
+            if self._param("intra_op_threads"):
+                options["intra_op_threads"] = self._param("intra_op_threads")
+        try:
+            engine = load_backend(engine_dir, backend, **options)
+            tracker = Tracker(
+                engine,
+                max_objects=self._param("max_objects"),
+                cond_slots=self._param("cond_slots"),
+                mask_threshold=self._param("mask_threshold"),
+            )
+        except (EngineError, TrackerInputError, OSError, ValueError) as e:
+            self.get_logger().error(f"configure failed: cannot load {backend} engines from {engine_dir!r}: {e}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as e:  # e.g. a backend library that fails to initialise
+            self.get_logger().error(f"configure failed: {backend} backend error: {type(e).__name__}: {e}")
+            return TransitionCallbackReturn.FAILURE
+
+        self._backend_name, self._engine_dir = backend, str(engine_dir)
+        self._max_objects = tracker.max_objects
+        self._worker = TrackerWorker(tracker, self._decoder(), self._publish_result, self._report)
+        self._pubs = {
+            "objects": self.create_publisher(TrackedObjects, "objects", 10),
+            "label_image": self.create_publisher(Image, "label_image", 10),
+            "overlay": self.create_publisher(Image, "overlay", 10),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        g = self._service_group
+        self._services = [
+            self.create_service(AddPrompt, "~/add_prompt", self._srv_add_prompt, callback_group=g),
+            self.create_service(RemoveObject, "~/remove_object", self._srv_remove_object, callback_group=g),
+            self.create_service(Reset, "~/reset", self._srv_reset, callback_group=g),
+            self.create_service(ListObjects, "~/list_objects", self._srv_list_objects, callback_group=g),
+        ]
+        self._diag_timer = self.create_timer(
+            self._param("diagnostics_period"), self._publish_diagnostics, callback_group=self._timer_group
+        )
+        self._state_label = "inactive"
+        self.get_logger().info(
+            f"configured: {backend} engines from {engine_dir} ({engine.manifest.spec.model} at "
+            f"{engine.manifest.spec.image_size}px), up to {tracker.max_objects} objects"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _decoder(self):
+        return rc.compressed_msg_to_rgb if self._param("image_transport") == "compressed" else rc.image_msg_to_rgb
+
+    @_logged_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        reliability = (
+            ReliabilityPolicy.RELIABLE if self._param("input_qos.reliability") == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
+        )
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._param("input_qos.depth"), reliability=reliability)
+        if self._param("image_transport") == "compressed":
+            self._sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, qos, callback_group=self._image_group
+            )
+        else:
+            self._sub = self.create_subscription(Image, "image", self._on_image, qos, callback_group=self._image_group)
+        self._worker.start()
+        self._state_label = "active"
+        self.get_logger().info(f"active: listening on {self._sub.topic_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _deactivate(self) -> None:
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+        if self._worker is not None:
+            self._worker.stop("the node was deactivated")
+            self._state_label = "inactive"
+
+    def _cleanup(self) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for srv in self._services:
+            self.destroy_service(srv)
+        self._services = []
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+        self._worker = None  # releases the tracker, its memory bank and the backend sessions
+        self._state_label = "unconfigured"
+
+    # ---------------------------------------------------------------- input
+    def _on_image(self, msg) -> None:
+        worker = self._worker
+        if worker is not None:
+            worker.submit(rc.stamp_to_ns(msg.header.stamp), msg)
+
+    def _report(self, kind: str, message: str) -> None:
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    # --------------------------------------------------------------- output
+    def _labels(self) -> dict[int, str]:
+        _, _, infos = self._worker.snapshot()
+        return {oid: info.label for oid, info in infos.items()}
+
+    def _publish_result(self, frame: Frame, rgb: np.ndarray, result: FrameResult) -> None:
+        """Runs on the worker thread after each processed frame."""
+        header = frame.payload.header
+        pubs = self._pubs
+        if not pubs:
+            return
+        labels = self._labels()
+        if self._param("publish.objects"):
+            pubs["objects"].publish(rc.tracked_objects_msg(header, result, labels, self._param("publish.object_masks")))
+        if self._param("publish.label_image"):
+            label, enc = rc.label_image(result, self._max_objects)
+            pubs["label_image"].publish(rc.array_to_image_msg(label, enc, header))
+        if self._param("publish.overlay") and pubs["overlay"].get_subscription_count() > 0:
+            pubs["overlay"].publish(rc.array_to_image_msg(rc.overlay_image(rgb, result, labels), "rgb8", header))
+
+    def _publish_diagnostics(self) -> None:
+        worker = self._worker
+        pub = self._pubs.get("diagnostics")
+        if worker is None or pub is None:
+            return
+        s = worker.window_stats()
+        status = DiagnosticStatus(name=f"{self.get_name()}: tracker", hardware_id=self._backend_name)
+        new_rejects = s.rejected - self._last_rejected
+        self._last_rejected = s.rejected
+        if self._state_label != "active":
+            status.level, status.message = DiagnosticStatus.OK, self._state_label
+        elif new_rejects:
+            status.level, status.message = DiagnosticStatus.WARN, f"{new_rejects} frames rejected: {s.last_error}"
+        elif s.processed == 0:
+            status.level, status.message = DiagnosticStatus.OK, "waiting for images"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"tracking {s.objects} objects at {s.fps:.1f} FPS"
+        values = {
+            "state": self._state_label,
+            "backend": self._backend_name,
+            "engine_dir": self._engine_dir,
+            "processed_fps": f"{s.fps:.2f}",
+            "latency_mean_ms": f"{s.latency_mean_ms:.1f}",
+            "latency_max_ms": f"{s.latency_max_ms:.1f}",
+            "tracker_step_mean_ms": f"{s.step_mean_ms:.1f}",
+            "frames_received": str(s.received),
+            "frames_processed": str(s.processed),
+            "frames_dropped": str(s.dropped),
+            "frames_rejected": str(s.rejected),
+            "queue_depth": str(s.queue_depth),
+            "objects": str(s.objects),
+            "max_objects": str(self._max_objects),
+            "last_error": s.last_error,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        pub.publish(msg)
+
+    # ------------------------------------------------------------- services
+    def _call_worker(self, fn, stamp_ns: int = LATEST, needs_frame: bool = True):
+        """Run ``fn`` on the worker; raises CommandError with a message for the caller."""
+        worker = self._worker
+        if worker is None:
+            raise CommandError("the node is not configured")
+        if not self._waiting_calls.acquire(blocking=False):
+            raise CommandError("too many service calls in progress; try again")
+        try:
+            return worker.call(fn, stamp_ns, self._param("service_timeout"), needs_frame)
+        finally:
+            self._waiting_calls.release()
+
+    def _srv_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response) -> AddPrompt.Response:
+        resp.success, resp.object_id, resp.frame_index = False, -1, -1
+        try:
+            prompt = parse_prompt(req)
+            oid, frame_stamp, result, header = self._call_worker(
+                lambda w, frame_stamp: _apply_prompt(w, frame_stamp, req.object_id, req.label, prompt),
+                rc.stamp_to_ns(req.stamp),
+            )
+        except (CommandError, ValueError) as e:
+            resp.message = str(e)
+            self.get_logger().warning(f"add_prompt (object {req.object_id}) refused: {e}")
+            return resp
+        i = result.object_ids.index(oid)
+        labels = self._labels()
+        rc.fill_tracked_object(resp.object, result, i, labels.get(oid, ""), header, with_mask=True)
+        resp.success, resp.object_id, resp.frame_index = True, oid, int(result.frame_index)
+        resp.stamp = header.stamp
+        verb = "added" if prompt.get("is_new") else "prompted"
+        resp.message = (f"object {oid} {verb} on frame {result.frame_index} (stamp {fmt_stamp(frame_stamp)}): "
+                        f"score {result.scores[i]:.2f}, {int(result.masks[i].sum())} mask pixels")
+        return resp
+
+    def _srv_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response) -> RemoveObject.Response:
+        oid = req.object_id
+
+        def remove(w: TrackerWorker, frame_stamp):
+            w.tracker.remove_object(oid)
+            w.note_removed(oid)
+
+        try:
+            self._call_worker(remove, needs_frame=False)
+        except CommandError as e:
+            resp.success, resp.message = False, str(e)
+            return resp
+        resp.success, resp.message = True, f"object {oid} removed"
+        return resp
+
+    def _srv_reset(self, req: Reset.Request, resp: Reset.Response) -> Reset.Response:
+        try:
+            self._call_worker(lambda w, frame_stamp: w.reset_tracker(), needs_frame=False)
+        except CommandError as e:
+            resp.success, resp.message = False, str(e)
+            return resp
+        resp.success, resp.message = True, "tracker reset: no objects, the next frame is frame 0"
+        return resp
+
+    def _srv_list_objects(self, req: ListObjects.Request, resp: ListObjects.Response) -> ListObjects.Response:
+        worker = self._worker
+        if worker is None:
+            resp.success, resp.message, resp.frame_index = False, "the node is not configured", -1
+            return resp
+        stamp, result, infos = worker.snapshot()
+        resp.success = True
+        resp.frame_index = int(result.frame_index) if result is not None else -1
+        if stamp is not None:
+            resp.stamp.sec, resp.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        objects = []
+        if result is not None:
+            for i, oid in enumerate(result.object_ids):
+                info = infos.get(oid)
+                st = ObjectState(id=int(oid), score=float(result.scores[i]), visible=bool(result.scores[i] > 0),
+                                 iou=float(result.ious[i]), area=int(result.masks[i].sum()))
+                st.x0, st.y0, st.x1, st.y1 = (float(v) for v in result.boxes[i])
+                if info is not None:
+                    st.label, st.num_prompts = info.label, info.num_prompts
+                    st.first_prompt_frame_index = int(info.first_frame_index)
+                    st.first_prompt_stamp.sec, st.first_prompt_stamp.nanosec = divmod(info.first_stamp_ns, 1_000_000_000)
+                objects.append(st)
+        resp.objects = objects
+        resp.message = f"{len(objects)} objects ({self._state_label})"
+        return resp
+
+
+def parse_prompt(req: AddPrompt.Request) -> dict:
+    """Check an AddPrompt request's fields and turn them into tracker arguments (ValueError if bad)."""
+    oid = int(req.object_id)
+    if oid < 0 and oid != AddPrompt.Request.NEW_OBJECT:
+        raise ValueError(f"object_id must be >= 0 or NEW_OBJECT ({AddPrompt.Request.NEW_OBJECT}), got {oid}")
+    n_pts, n_lab = len(req.points), len(req.labels)
+    if n_pts != n_lab:
+        raise ValueError(f"points and labels must have the same length, got {n_pts} points and {n_lab} labels")
+    points = labels = None
+    if n_pts:
+        points = np.array([[p.x, p.y] for p in req.points], np.float64)
+        labels = np.array(list(req.labels), np.int64)
+    box = None
+    if len(req.box):
+        if len(req.box) != 4:
+            raise ValueError(f"box must be empty or [x0, y0, x1, y1], got {len(req.box)} values")
+        box = np.array(list(req.box), np.float64)
+    mask = rc.mask_msg_to_bool(req.mask)
+    if points is None and box is None and mask is None:
+        raise ValueError("empty prompt: give points with labels, a box, or a mask")
+    return {"points": points, "labels": labels, "box": box, "mask": mask}
+
+
+def _apply_prompt(w: TrackerWorker, frame_stamp: int, object_id: int, label: str, prompt: dict):
+    """Runs on the worker thread, on the frame the prompt refers to."""
+    tracked = w.tracker.object_ids
+    oid = w.new_object_id() if object_id == AddPrompt.Request.NEW_OBJECT else int(object_id)
+    args = {k: prompt[k] for k in ("points", "labels", "box", "mask")}
+    result = w.tracker.add_prompt(oid, **args)
+    prompt["is_new"] = oid not in tracked
+    w.note_prompt(oid, label, frame_stamp)
+    return oid, frame_stamp, result, w.current_frame.payload.header
+
+
+def main(args=None) -> int:
+    """Entry point of ``ros2 run sam2_ros sam2_tracker`` and ``sam2-ros node``."""
+    rclpy.init(args=args)
+    node = Sam2TrackerNode()
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    status = 0
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("autostart: configure failed; fix the parameters and configure again "
+                                        "(ros2 lifecycle set /sam2_tracker configure)")
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("autostart: activate failed")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._deactivate()
+        node._cleanup()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Parameters of the ``sam2_tracker`` node: one table, used to declare them, validate them and document them.
+
+ROS-free on purpose: :func:`validate_parameter` and :func:`load_params_file` check a
+parameter file (``config/sam2_tracker.yaml``) without a running node, and
+:func:`declare_parameters` turns the same table into ROS parameter descriptors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
+
+#: Parameters that only take effect at the ``configure`` transition.
+CONFIGURE_TIME = "configure"
+#: Parameters that may change at any time.
+DYNAMIC = "dynamic"
+#: Parameters read once, when the node starts.
+STARTUP = "startup"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    applies: str = CONFIGURE_TIME
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def type_name(self) -> str:
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "integer"
+        if isinstance(self.default, float):
+            return "double"
+        return "string"
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "engine_dir", "",
+        "Directory of an export made by `sam2-ros export` (ONNX graphs + manifest.json) or "
+        "`sam2-ros build` (TensorRT engines). Required: configure fails when it is empty, "
+        "missing, or does not match the backend.",
+    ),
+    ParamSpec("backend", "onnxruntime", "Inference backend: onnxruntime, torch or tensorrt.", choices=BACKENDS),
+    ParamSpec(
+        "providers", "",
+        "ONNX Runtime execution providers in order of preference, comma-separated, e.g. "
+        "'cuda,cpu'; empty uses the backend's default. Ignored by other backends.",
+    ),
+    ParamSpec(
+        "intra_op_threads", 0,
+        "ONNX Runtime threads per graph; 0 lets ONNX Runtime decide. Ignored by other backends.",
+        int_range=(0, 256),
+    ),
+    ParamSpec(
+        "max_objects", 8,
+        "Objects tracked at once; memory for this many is allocated at configure. AddPrompt "
+        "for one more object fails. Above 255 the label image switches from mono8 to mono16.",
+        int_range=(1, 4096),
+    ),
+    ParamSpec(
+        "cond_slots", 2,
+        "Prompted (conditioning) frames remembered per object; the latest ones are kept.",
+        int_range=(1, 64),
+    ),
+    ParamSpec(
+        "mask_threshold", 0.0,
+        "Mask logit threshold: a pixel belongs to an object when its logit exceeds it (0 as in SAM 2).",
+        float_range=(-32.0, 32.0),
+    ),
+    ParamSpec(
+        "image_transport", "raw",
+        "raw: subscribe to `image` (sensor_msgs/Image); compressed: subscribe to "
+        "`image/compressed` (sensor_msgs/CompressedImage, jpeg or png).",
+        choices=IMAGE_TRANSPORTS,
+    ),
+    ParamSpec(
+        "input_qos.reliability", "best_effort",
+        "Reliability of the image subscription: best_effort (sensor-data QoS, matches any "
+        "camera driver) or reliable (only matches reliable publishers).",
+        choices=RELIABILITIES,
+    ),
+    ParamSpec(
+        "input_qos.depth", 1,
+        "History depth of the image subscription. The node keeps only the newest frame "
+        "anyway; a larger depth just buffers more in the middleware.",
+        int_range=(1, 100),
+    ),
+    ParamSpec("publish.objects", True, "Publish `objects` (sam2_ros_interfaces/TrackedObjects).", applies=DYNAMIC),
+    ParamSpec(
+        "publish.object_masks", True,
+        "Fill each TrackedObject's `mask` (mono8, full resolution). Off: masks are left empty "
+        "(use the label image), which saves bandwidth with many objects.",
+        applies=DYNAMIC,
+    ),
+    ParamSpec(
+        "publish.label_image", True,
+        "Publish `label_image`: mono8 (mono16 when max_objects > 255), pixel = 1 + index of the "
+        "object in the same frame's `objects` message, 0 = background.",
+        applies=DYNAMIC,
+    ),
+    ParamSpec(
+        "publish.overlay", True,
+        "Publish `overlay` (rgb8, masks and boxes drawn on the frame), only while someone subscribes.",
+        applies=DYNAMIC,
+    ),
+    ParamSpec(
+        "diagnostics_period", 1.0, "Seconds between two /diagnostics messages.",
+        float_range=(0.05, 60.0),
+    ),
+    ParamSpec(
+        "service_timeout", 10.0,
+        "Longest a service call waits for the tracker (e.g. for a prompt held for a frame "
+        "that is not processed yet) before it fails.",
+        applies=DYNAMIC, float_range=(0.1, 600.0),
+    ),
+    ParamSpec(
+        "autostart", True,
+        "Configure and activate right after start. Set false when a lifecycle manager drives "
+        "the node.",
+        applies=STARTUP,
+    ),
+)
+
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def _type_ok(spec: ParamSpec, value: Any) -> bool:
+    t = spec.type_name
+    if t == "bool":
+        return isinstance(value, bool)
+    if t == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t == "double":
+        return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool))
+    return isinstance(value, str)
+
+
+def validate_parameter(name: str, value: Any) -> str | None:
+    """Return why ``value`` is not acceptable for parameter ``name``, or None when it is."""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}; known: {', '.join(PARAMS_BY_NAME)}"
+    if not _type_ok(spec, value):
+        return f"{name} must be of type {spec.type_name}, got {value!r} ({type(value).__name__})"
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}; got {value!r}"
+    if spec.int_range is not None and not spec.int_range[0] <= value <= spec.int_range[1]:
+        return f"{name} must be in [{spec.int_range[0]}, {spec.int_range[1]}]; got {value}"
+    if spec.float_range is not None:
+        if not math.isfinite(float(value)) or not spec.float_range[0] <= value <= spec.float_range[1]:
+            return f"{name} must be in [{spec.float_range[0]}, {spec.float_range[1]}]; got {value}"
+    if name == "providers":
+        known = {"cpu", "cuda", "tensorrt"}
+        bad = [v for v in split_providers(value) if v not in known]
+        if bad:
+            return f"providers must be among cpu, cuda, tensorrt; got {bad}"
+    return None
+
+
+def split_providers(value: str) -> list[str]:
+    """'cuda, CPU' -> ['cuda', 'cpu']; '' -> []."""
+    return [v.strip().lower() for v in value.split(",") if v.strip()]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'publish': {'overlay': True}} -> {'publish.overlay': True} (ROS parameter names)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_params_file(path: str | Path, node_name: str = "sam2_tracker") -> dict[str, Any]:
+    """Read a ROS 2 parameter file and return the flat parameters for ``node_name``.
+
+    Accepts the node's name, ``/node_name`` or the ``/**`` wildcard as the top key.
+    Raises ValueError naming every invalid or unknown parameter.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of node names to ros__parameters")
+    params: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or "ros__parameters" not in section:
+            raise ValueError(f"{path}: {key!r} has no ros__parameters mapping")
+        params.update(flatten(section["ros__parameters"]))
+    if not params:
+        raise ValueError(f"{path}: no parameters for node {node_name!r}")
+    errors = [e for e in (validate_parameter(n, v) for n, v in params.items()) if e]
+    if errors:
+        raise ValueError(f"{path}: " + "; ".join(errors))
+    return params
+
+
+def declare_parameters(node) -> None:
+    """Declare every parameter of :data:`PARAMS` on ``node`` with a descriptor (description, range)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    for spec in PARAMS:
+        when = {
+            CONFIGURE_TIME: "Takes effect at the next configure transition.",
+            DYNAMIC: "May be changed at any time.",
+            STARTUP: "Read once at start.",
+        }[spec.applies]
+        desc = ParameterDescriptor(
+            description=spec.description,
+            additional_constraints=(f"one of: {', '.join(spec.choices)}. " if spec.choices else "") + when,
+            read_only=spec.applies == STARTUP,
+        )
+        if spec.int_range is not None:
+            desc.integer_range = [IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=1)]
+        if spec.float_range is not None:
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1], step=0.0)
+            ]
+        node.declare_parameter(spec.name, spec.default, desc)
+
+
+def markdown_table() -> str:
+    """The parameter table of docs/ROS.md, generated from :data:`PARAMS`."""
+    rows = ["| name | type | default | when | description |", "| --- | --- | --- | --- | --- |"]
+    for p in PARAMS:
+        default = p.default if not isinstance(p.default, bool) else str(p.default).lower()
+        rows.append(f"| `{p.name}` | {p.type_name} | `{default!r}` | {p.applies} | {p.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,426 @@
+"""The tracker loop behind the ROS node, without ROS: newest-frame slot, worker thread, prompts by stamp.
+
+- :meth:`TrackerWorker.submit` (called from the image subscription) never blocks on
+  inference: it puts the frame into a one-frame slot. A frame still waiting there is
+  replaced and counted as dropped, so the node always processes the newest frame and
+  never builds a backlog.
+- One worker thread owns the :class:`~sam2_ros.tracker.Tracker` (no other thread touches
+  it): it runs queued commands (prompts, remove, reset) between frames, then steps the
+  newest frame, applies prompts held for that frame, and hands the result to ``publish``.
+- :meth:`TrackerWorker.call` runs a command on the tracker for a given frame stamp and
+  waits for its outcome, from any number of threads at once:
+  stamp 0 (latest) or the latest processed frame's stamp: run before the next frame;
+  a frame received but not processed yet: held, run right after that frame is processed
+  (fails if the frame is dropped or cannot be decoded); anything else: a clear error.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from sam2_ros.errors import TrackerInputError
+from sam2_ros.tracker import FrameResult, Tracker
+
+log = logging.getLogger(__name__)
+
+LATEST = 0  # the stamp that means "the latest processed frame"
+
+
+def fmt_stamp(ns: int | None) -> str:
+    if ns is None:
+        return "none"
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+class CommandError(Exception):
+    """A command that could not run; the message is meant for the service caller."""
+
+
+class FrameStatus(enum.Enum):
+    PENDING = "waiting to be processed"
+    IN_FLIGHT = "being processed"
+    PROCESSED = "processed"
+    DROPPED = "dropped because a newer frame arrived while the tracker was busy"
+    FAILED = "rejected"
+    STALE = "processed before the last reset"
+
+
+@dataclass
+class Frame:
+    stamp_ns: int
+    payload: Any  # whatever ``decode`` understands (a ROS image message in the node)
+    received: float  # time.perf_counter() at submit
+
+
+@dataclass
+class ObjectInfo:
+    label: str
+    first_frame_index: int
+    first_stamp_ns: int
+    num_prompts: int = 0
+
+
+@dataclass
+class _Command:
+    fn: Callable[["TrackerWorker", int], Any]  # fn(worker, frame_stamp_ns) -> value, runs on the worker thread
+    stamp_ns: int  # LATEST or an explicit stamp
+    needs_frame: bool = True  # fails before the first frame (prompts), or not (remove, reset)
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: str | None = None
+    cancelled: bool = False
+    started: bool = False
+
+    def finish(self, value=None, error: str | None = None) -> None:
+        self.value, self.error = value, error
+        self.done.set()
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    queue_depth: int = 0
+    objects: int = 0
+    last_error: str = ""
+    # over the last window (see TrackerWorker.window_stats)
+    fps: float = 0.0
+    latency_mean_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    step_mean_ms: float = 0.0
+
+
+class TrackerWorker:
+    """Owns ``tracker`` on one thread; see the module docstring.
+
+    Args:
+        tracker: the ROS-free tracker.
+        decode: payload -> [H, W, 3] uint8 RGB; raises ValueError with a clear message.
+        publish: called on the worker thread with (frame, rgb, result) after each processed frame.
+        report: called with (kind, message) for problems that have no caller to answer
+            (bad frames); kind is "frame".
+        history: how many recent frame stamps are remembered to answer prompts by stamp.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        decode: Callable[[Any], np.ndarray],
+        publish: Callable[[Frame, np.ndarray, FrameResult], None],
+        report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
+        history: int = 1024,
+    ):
+        self.tracker = tracker
+        self._decode = decode
+        self._publish = publish
+        self._report = report
+        self._cond = threading.Condition()
+        self._pending: Frame | None = None
+        self._commands: collections.deque[_Command] = collections.deque()
+        self._held: dict[int, list[_Command]] = {}
+        self._status: collections.OrderedDict[int, FrameStatus] = collections.OrderedDict()
+        self._history = history
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._frame_wh: tuple[int, int] | None = None  # size of the last processed frame
+        # state read by other threads (under _cond)
+        self.current_stamp: int | None = None  # stamp of the tracker's current frame
+        self.current_result: FrameResult | None = None
+        self.current_frame: Frame | None = None
+        self.objects: dict[int, ObjectInfo] = {}
+        self._next_id = 1
+        self.stats = Stats()
+        self._window: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=256)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="sam2_tracker_worker", daemon=True)
+            self._thread.start()
+
+    def stop(self, reason: str = "the tracker stopped") -> None:
+        """Stop the thread (after the frame it is on); fail every waiting command with ``reason``."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._cond:
+            self._thread = None
+            if self._pending is not None:
+                self._set_status(self._pending.stamp_ns, FrameStatus.DROPPED)
+                self._pending = None
+            self.stats.queue_depth = 0
+            for cmd in list(self._commands):
+                cmd.finish(error=reason)
+            self._commands.clear()
+            for cmds in self._held.values():
+                for cmd in cmds:
+                    cmd.finish(error=reason)
+            self._held.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # ---------------------------------------------------------------- input
+    def submit(self, stamp_ns: int, payload: Any) -> None:
+        """Offer a frame; replaces (drops) a frame that is still waiting. Never blocks on inference."""
+        frame = Frame(stamp_ns, payload, time.perf_counter())
+        dropped_cmds: list[_Command] = []
+        with self._cond:
+            self.stats.received += 1
+            if self._pending is not None:
+                old = self._pending.stamp_ns
+                self.stats.dropped += 1
+                self._set_status(old, FrameStatus.DROPPED)
+                if old != stamp_ns:
+                    dropped_cmds = self._held.pop(old, [])
+            self._pending = frame
+            self.stats.queue_depth = 1
+            self._set_status(stamp_ns, FrameStatus.PENDING)
+            self._cond.notify_all()
+        for cmd in dropped_cmds:
+            cmd.finish(error=f"frame {fmt_stamp(cmd.stamp_ns)} was {FrameStatus.DROPPED.value}; "
+                             "prompt again with stamp 0 (latest) or a newer frame's stamp")
+
+    def _set_status(self, stamp_ns: int, status: FrameStatus) -> None:
+        self._status[stamp_ns] = status
+        self._status.move_to_end(stamp_ns)
+        while len(self._status) > self._history:
+            self._status.popitem(last=False)
+
+    # ------------------------------------------------------------- commands
+    def call(
+        self,
+        fn: Callable[["TrackerWorker", int | None], Any],
+        stamp_ns: int = LATEST,
+        timeout: float = 10.0,
+        needs_frame: bool = True,
+    ) -> Any:
+        """Run ``fn(worker, frame_stamp)`` on the worker thread, on the frame ``stamp_ns`` refers to.
+
+        Returns fn's value; raises :class:`CommandError` with a message for the caller when
+        the stamp cannot be served, the call times out, or fn raises TrackerInputError /
+        CommandError.
+        """
+        cmd = _Command(fn, stamp_ns, needs_frame)
+        with self._cond:
+            if self._thread is None or self._stop:
+                raise CommandError("the tracker is not running (node not active)")
+            if stamp_ns == LATEST or stamp_ns == self.current_stamp:
+                self._commands.append(cmd)
+            else:
+                status = self._status.get(stamp_ns)
+                if status in (FrameStatus.PENDING, FrameStatus.IN_FLIGHT):
+                    self._held.setdefault(stamp_ns, []).append(cmd)
+                else:
+                    raise CommandError(self._stamp_error(stamp_ns, status))
+            self._cond.notify_all()
+        if not cmd.done.wait(timeout):
+            with self._cond:
+                if not cmd.started:
+                    cmd.cancelled = True
+            if cmd.cancelled:
+                raise CommandError(
+                    f"timed out after {timeout:.1f} s waiting for the tracker"
+                    + (f" to process frame {fmt_stamp(stamp_ns)}" if stamp_ns != LATEST else "")
+                )
+            cmd.done.wait()  # it is running: it finishes within one tracker call
+        if cmd.error is not None:
+            raise CommandError(cmd.error)
+        return cmd.value
+
+    def _stamp_error(self, stamp_ns: int, status: FrameStatus | None) -> str:
+        latest = (
+            f"the latest processed frame is {fmt_stamp(self.current_stamp)}"
+            if self.current_stamp is not None
+            else "no frame has been processed yet"
+        )
+        if status is None:
+            return f"no frame with stamp {fmt_stamp(stamp_ns)} was received recently; {latest} (use stamp 0 for it)"
+        if status == FrameStatus.PROCESSED:
+            return (f"frame {fmt_stamp(stamp_ns)} is older than the latest processed frame; the tracker only "
+                    f"accepts prompts on its latest frame: {latest} (use stamp 0 for it)")
+        return f"frame {fmt_stamp(stamp_ns)} was {status.value}; {latest} (use stamp 0 for it)"
+
+    def _run_command(self, cmd: _Command, frame_stamp: int | None = None, held: bool = False) -> None:
+        """Run ``cmd`` on the tracker's current frame (held: on ``frame_stamp``, just processed)."""
+        with self._cond:
+            if cmd.cancelled:
+                return
+            cmd.started = True
+            if not held:
+                frame_stamp = self.current_stamp
+        if frame_stamp is None and cmd.needs_frame:
+            cmd.finish(error="no frame has been processed yet: publish images first, or give the stamp of a "
+                             "frame that was received and is waiting to be processed")
+            return
+        if cmd.stamp_ns != LATEST and cmd.stamp_ns != frame_stamp:
+            cmd.finish(error=f"frame {fmt_stamp(cmd.stamp_ns)} is no longer the latest processed frame: the "
+                             f"tracker moved on to {fmt_stamp(frame_stamp)} (use stamp 0 for the latest)")
+            return
+        try:
+            cmd.finish(value=cmd.fn(self, frame_stamp))
+        except (TrackerInputError, CommandError) as e:
+            cmd.finish(error=str(e))
+        except Exception as e:  # a bug or a backend failure: answer the caller, keep the worker alive
+            log.exception("command failed")
+            cmd.finish(error=f"internal error: {type(e).__name__}: {e}")
+
+    # ----------------------------------------------------------- the thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._commands and self._pending is None:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                commands = list(self._commands)
+                self._commands.clear()
+                frame = None
+                if not commands:
+                    frame, self._pending = self._pending, None
+                    if frame is not None:
+                        self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
+                        self.stats.queue_depth = 0
+            for cmd in commands:  # commands first: they refer to the current frame
+                self._run_command(cmd)
+            if frame is not None:
+                self._process(frame)
+
+    def _process(self, frame: Frame) -> None:
+        try:
+            rgb = self._decode(frame.payload)
+            t0 = time.perf_counter()
+            try:
+                result = self.tracker.step(rgb)
+            except TrackerInputError as e:
+                if "size changed" in str(e) and self.tracker.num_objects == 0:
+                    # nothing to lose: follow the camera's new resolution
+                    self.tracker.reset()
+                    result = self.tracker.step(rgb)
+                else:
+                    raise TrackerInputError(
+                        f"frame size changed from {self._frame_wh[0]}x{self._frame_wh[1]} to "
+                        f"{rgb.shape[1]}x{rgb.shape[0]} while objects are tracked; reset the tracker to follow it"
+                    ) from e
+            step_s = time.perf_counter() - t0
+            self._frame_wh = (rgb.shape[1], rgb.shape[0])
+        except (ValueError, TrackerInputError) as e:
+            self._fail_frame(frame, str(e))
+            return
+        except Exception as e:
+            log.exception("tracker step failed")
+            self._fail_frame(frame, f"internal error: {type(e).__name__}: {e}")
+            return
+        with self._cond:
+            self.current_stamp = frame.stamp_ns
+            self.current_frame = frame
+            self._set_status(frame.stamp_ns, FrameStatus.PROCESSED)
+            held = self._held.pop(frame.stamp_ns, [])
+        for cmd in held:
+            self._run_command(cmd, frame.stamp_ns, held=True)
+        if held:
+            result = self.tracker.current_result()
+        with self._cond:
+            self.current_result = result
+            self.stats.objects = len(result.object_ids)
+        try:
+            self._publish(frame, rgb, result)
+        except Exception as e:
+            log.exception("publishing failed")
+            self._report("publish", f"publishing frame {fmt_stamp(frame.stamp_ns)} failed: {e}")
+        done = time.perf_counter()
+        with self._cond:
+            self.stats.processed += 1
+            self._window.append((done, done - frame.received, step_s))
+
+    def _fail_frame(self, frame: Frame, reason: str) -> None:
+        with self._cond:
+            self.stats.rejected += 1
+            self.stats.last_error = reason
+            self._set_status(frame.stamp_ns, FrameStatus.FAILED)
+            held = self._held.pop(frame.stamp_ns, [])
+        for cmd in held:
+            cmd.finish(error=f"frame {fmt_stamp(frame.stamp_ns)} was rejected: {reason}")
+        self._report("frame", f"frame {fmt_stamp(frame.stamp_ns)} rejected: {reason}")
+
+    # ------------------------------------------------------------ reporting
+    def window_stats(self, window_s: float = 5.0) -> Stats:
+        """Counters plus FPS / latency / step time over the last ``window_s`` seconds."""
+        now = time.perf_counter()
+        with self._cond:
+            s = Stats(**{k: getattr(self.stats, k) for k in ("received", "processed", "dropped", "rejected",
+                                                             "queue_depth", "objects", "last_error")})
+            recent = [w for w in self._window if now - w[0] <= window_s]
+        if recent:
+            span = recent[-1][0] - recent[0][0]
+            s.fps = (len(recent) - 1) / span if len(recent) > 1 and span > 0 else 0.0
+            lat = [r[1] for r in recent]
+            s.latency_mean_ms = 1000 * float(np.mean(lat))
+            s.latency_max_ms = 1000 * float(np.max(lat))
+            s.step_mean_ms = 1000 * float(np.mean([r[2] for r in recent]))
+        return s
+
+    # ------------------------------------------- helpers for command functions
+    def new_object_id(self) -> int:
+        """The lowest id above every id used since the last reset (runs on the worker thread)."""
+        return max([self._next_id - 1, *self.tracker.object_ids]) + 1
+
+    def note_prompt(self, object_id: int, label: str, frame_stamp: int) -> None:
+        """Record a successful prompt (worker thread)."""
+        with self._cond:
+            info = self.objects.get(object_id)
+            if info is None:
+                info = self.objects[object_id] = ObjectInfo(label, self.tracker.frame_index, frame_stamp)
+            elif label and not info.label:
+                info.label = label
+            info.num_prompts += 1
+            self._next_id = max(self._next_id, object_id + 1)
+            self.current_result = self.tracker.current_result()
+            self.stats.objects = self.tracker.num_objects
+
+    def note_removed(self, object_id: int) -> None:
+        with self._cond:
+            self.objects.pop(object_id, None)
+            self.current_result = self.tracker.current_result()
+            self.stats.objects = self.tracker.num_objects
+
+    def reset_tracker(self) -> None:
+        """Reset the tracker and everything known about objects and frames (worker thread)."""
+        self.tracker.reset()
+        with self._cond:
+            held = [c for cmds in self._held.values() for c in cmds]
+            self._held.clear()
+            self.objects.clear()
+            self._next_id = 1
+            self.current_stamp = None
+            self.current_frame = None
+            self.current_result = None
+            self.stats.objects = 0
+            for stamp, status in self._status.items():
+                if status == FrameStatus.PROCESSED:
+                    self._status[stamp] = FrameStatus.STALE
+        for cmd in held:
+            cmd.finish(error="the tracker was reset before the prompt's frame was processed")
+
+    def snapshot(self) -> tuple[int | None, FrameResult | None, dict[int, ObjectInfo]]:
+        """(current stamp, current result, object infos) without waiting for the tracker."""
+        with self._cond:
+            infos = {k: ObjectInfo(**vars(v)) for k, v in self.objects.items()}
+            return self.current_stamp, self.current_result, infos
