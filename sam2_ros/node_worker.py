@@ -11,7 +11,9 @@
   waits for its outcome, from any number of threads at once:
   stamp 0 (latest) or the latest processed frame's stamp: run before the next frame;
   a frame received but not processed yet: held, run right after that frame is processed
-  (fails if the frame is dropped or cannot be decoded); anything else: a clear error.
+  (fails if the frame is dropped or cannot be decoded); a stamp newer than every frame
+  received (the request overtook its image): held until that frame arrives (fails when a
+  newer frame arrives first); an older or unknown stamp: a clear error.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class TrackerWorker:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._frame_wh: tuple[int, int] | None = None  # size of the last processed frame
+        self._newest_received: int | None = None  # largest stamp submitted
         # state read by other threads (under _cond)
         self.current_stamp: int | None = None  # stamp of the tracker's current frame
         self.current_result: FrameResult | None = None
@@ -184,6 +187,14 @@ class TrackerWorker:
         dropped_cmds: list[_Command] = []
         with self._cond:
             self.stats.received += 1
+            if self._newest_received is None or stamp_ns > self._newest_received:
+                # commands held for stamps between the previous newest frame and this one
+                # wait for frames that will not come
+                for s in [s for s in self._held if s < stamp_ns and s not in self._status]:
+                    for cmd in self._held.pop(s):
+                        cmd.finish(error=f"no frame with stamp {fmt_stamp(s)} arrived: frame "
+                                         f"{fmt_stamp(stamp_ns)} came after it")
+                self._newest_received = stamp_ns
             if self._pending is not None:
                 old = self._pending.stamp_ns
                 self.stats.dropped += 1
@@ -226,7 +237,10 @@ class TrackerWorker:
                 self._commands.append(cmd)
             else:
                 status = self._status.get(stamp_ns)
-                if status in (FrameStatus.PENDING, FrameStatus.IN_FLIGHT):
+                not_yet = status is None and (self._newest_received is None or stamp_ns > self._newest_received)
+                if status in (FrameStatus.PENDING, FrameStatus.IN_FLIGHT) or not_yet:
+                    # a frame not processed yet, or one newer than every frame received (the
+                    # request overtook its image): hold the command for that frame
                     self._held.setdefault(stamp_ns, []).append(cmd)
                 else:
                     raise CommandError(self._stamp_error(stamp_ns, status))

@@ -1,0 +1,234 @@
+"""The node's tracker loop without ROS: newest-frame slot, drops, prompts by stamp, failures.
+
+Real tracker (ONNX Runtime, tiny export at 256) on real frames of bedroom.mp4. Each frame's
+payload carries a gate that its decode waits on, so the test decides when the worker may
+go on: what is pending, in flight or processed is known exactly, no sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from sam2_ros.backends import load_backend
+from sam2_ros.node_worker import LATEST, CommandError, FrameStatus, TrackerWorker
+from sam2_ros.tracker import Tracker
+
+S = 1_000_000_000  # one second in ns: frame k has stamp (k + 1) s
+
+
+class GatedStream:
+    """Frames whose decoding waits until the test opens their gate."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.gates = [threading.Event() for _ in frames]
+        self.entered = [threading.Event() for _ in frames]
+        self.published: list = []  # (stamp, object_ids, frame_index)
+        self.reports: list = []
+        self._cond = threading.Condition()
+
+    def decode(self, payload):
+        k = payload
+        self.entered[k].set()
+        assert self.gates[k].wait(60), f"gate {k} never opened"
+        if isinstance(self.frames[k], Exception):
+            raise self.frames[k]
+        return self.frames[k]
+
+    def publish(self, frame, rgb, result):
+        with self._cond:
+            self.published.append((frame.stamp_ns, list(result.object_ids), result.frame_index))
+            self._cond.notify_all()
+
+    def report(self, kind, message):
+        with self._cond:
+            self.reports.append(message)
+            self._cond.notify_all()
+
+    def wait_published(self, n: int):
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.published) >= n, 60), f"only {self.published}"
+
+    def wait_reports(self, n: int):
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.reports) >= n, 60), f"only {self.reports}"
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data):
+    from sam2_ros.video import iter_frames
+
+    return [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA)
+            for f in iter_frames(shared_data / "videos" / "bedroom.mp4", 6)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_export_256):
+    return load_backend(tiny_export_256, "onnxruntime")
+
+
+@pytest.fixture
+def stream_worker(backend, frames):
+    stream = GatedStream(list(frames))
+    worker = TrackerWorker(Tracker(backend, max_objects=3), stream.decode, stream.publish, stream.report)
+    worker.start()
+    yield stream, worker
+    for g in stream.gates:
+        g.set()
+    worker.stop()
+
+
+def call_in_thread(worker, fn, stamp, timeout=60.0):
+    """Start worker.call in a thread; returns (thread, box) with box['value'] or box['error']."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = worker.call(fn, stamp, timeout)
+        except CommandError as e:
+            box["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+def click(object_id, x=100.0, y=90.0):
+    def fn(w, frame_stamp):
+        res = w.tracker.add_prompt(object_id, points=[[x, y]], labels=[1])
+        w.note_prompt(object_id, "", frame_stamp)
+        return frame_stamp, res.frame_index, list(res.object_ids)
+
+    return fn
+
+
+def test_prompt_before_first_frame_is_refused(stream_worker):
+    _, worker = stream_worker
+    with pytest.raises(CommandError, match="no frame has been processed yet"):
+        worker.call(click(1), LATEST, 10)
+
+
+def test_newest_frame_wins_and_held_prompts_follow_their_frame(stream_worker):
+    stream, worker = stream_worker
+    worker.submit(1 * S, 0)
+    assert stream.entered[0].wait(30)  # frame 0 is in flight, held at its gate
+    worker.submit(2 * S, 1)  # pending
+    t_held, held = call_in_thread(worker, click(1), 2 * S)  # refers to the pending frame
+    worker.submit(3 * S, 2)  # replaces frame 1: dropped, and the prompt held for it fails
+    t_held.join(30)
+    assert "dropped" in held["error"], held
+    t_ok, ok = call_in_thread(worker, click(1), 3 * S)  # frame 2 is pending now: held
+    stream.gates[0].set()
+    stream.gates[2].set()
+    t_ok.join(60)
+    assert ok["value"] == (3 * S, 1, [1]), ok  # applied on frame 2 = frame_index 1, right after it
+    stream.wait_published(2)
+    # frame 2's message already contains the held prompt's object
+    assert stream.published == [(1 * S, [], 0), (3 * S, [1], 1)]
+    stats = worker.window_stats()
+    assert (stats.received, stats.processed, stats.dropped, stats.queue_depth) == (3, 2, 1, 0)
+
+
+def test_stamp_errors_name_the_problem(stream_worker):
+    stream, worker = stream_worker
+    for k in range(2):
+        stream.gates[k].set()
+        worker.submit((k + 1) * S, k)
+        stream.wait_published(k + 1)
+    with pytest.raises(CommandError, match="older than the latest processed frame"):
+        worker.call(click(1), 1 * S, 10)
+    with pytest.raises(CommandError, match="no frame with stamp 1.500000000 was received"):
+        worker.call(click(1), S + S // 2, 10)
+    # the latest processed frame by its own stamp and by LATEST
+    assert worker.call(click(1), 2 * S, 30)[:2] == (2 * S, 1)
+    assert worker.call(click(2, 50, 40), LATEST, 30)[2] == [1, 2]
+    # a stamp newer than every frame received waits for its frame ...
+    t_future, future = call_in_thread(worker, click(3, 20, 20), 4 * S)
+    stream.gates[2].set()
+    worker.submit(4 * S, 2)
+    t_future.join(60)
+    assert future["value"][:2] == (4 * S, 2), future
+    # ... and fails when a newer frame comes first
+    t_never, never = call_in_thread(worker, click(3), 5 * S + 1)
+    stream.gates[3].set()
+    worker.submit(6 * S, 3)
+    t_never.join(30)
+    assert "no frame with stamp 5.000000001 arrived" in never["error"], never
+
+
+def test_explicit_stamp_is_refused_once_the_tracker_moved_on(stream_worker):
+    stream, worker = stream_worker
+    stream.gates[0].set()
+    worker.submit(1 * S, 0)
+    stream.wait_published(1)
+    worker.submit(2 * S, 1)
+    assert stream.entered[1].wait(30)  # frame 1 in flight: stamp 1 s is still the latest processed
+    t_old, old = call_in_thread(worker, click(1), 1 * S)
+    t_latest, latest = call_in_thread(worker, click(2), LATEST)
+    stream.gates[1].set()
+    t_old.join(60)
+    t_latest.join(60)
+    assert "no longer the latest processed frame" in old["error"], old
+    assert latest["value"][:2] == (2 * S, 1), latest  # LATEST lands on whatever is latest
+
+
+def test_bad_frames_are_rejected_without_touching_objects(stream_worker, frames):
+    stream, worker = stream_worker
+    stream.frames[1] = ValueError("unsupported image encoding '16UC1'")
+    stream.frames[2] = np.ascontiguousarray(frames[2][:90])  # another size while objects are tracked
+    stream.gates[0].set()
+    worker.submit(1 * S, 0)
+    stream.wait_published(1)
+    assert worker.call(click(1), LATEST, 30)[2] == [1]
+    t_held, held = call_in_thread(worker, click(2), 2 * S)  # held for the frame that will be rejected
+    stream.gates[1].set()
+    worker.submit(2 * S, 1)
+    t_held.join(60)
+    assert "rejected: unsupported image encoding" in held["error"], held
+    stream.gates[2].set()
+    worker.submit(3 * S, 2)
+    stream.wait_reports(2)
+    assert "size changed from 320x180 to 320x90" in stream.reports[1]
+    stream.gates[3].set()
+    worker.submit(4 * S, 3)
+    stream.wait_published(2)
+    assert stream.published[-1] == (4 * S, [1], 1)  # object 1 still tracked on the next good frame
+    s = worker.window_stats()
+    assert (s.processed, s.rejected) == (2, 2)
+
+
+def test_reset_and_stop_answer_every_waiting_caller(stream_worker, frames):
+    stream, worker = stream_worker
+    stream.gates[0].set()
+    worker.submit(1 * S, 0)
+    stream.wait_published(1)
+    assert worker.call(click(1), LATEST, 30)[2] == [1]
+    worker.submit(2 * S, 1)
+    assert stream.entered[1].wait(30)
+    t_held, held = call_in_thread(worker, click(2), 2 * S)
+    t_reset, reset = call_in_thread(worker, lambda w, s: w.reset_tracker(), LATEST)
+    stream.gates[1].set()
+    t_held.join(60)
+    t_reset.join(60)
+    # frame 1 was processed with its held prompt, then the reset ran
+    assert held["value"][:2] == (2 * S, 1) and "value" in reset
+    assert worker.snapshot()[:2] == (None, None)
+    # a frame of another size is fine after a reset (and with no objects at all)
+    stream.frames[2] = np.ascontiguousarray(frames[2][:90])
+    stream.gates[2].set()
+    worker.submit(3 * S, 2)
+    stream.wait_published(3)
+    assert stream.published[-1] == (3 * S, [], 0)
+    # stop() answers a caller that waits for a frame
+    t_wait, wait = call_in_thread(worker, click(3), 9 * S)
+    worker.stop("the node was deactivated")
+    t_wait.join(30)
+    assert wait["error"] == "the node was deactivated"
+    with pytest.raises(CommandError, match="not running"):
+        worker.call(click(3), LATEST, 5)
+    assert worker.window_stats().queue_depth == 0
+    assert FrameStatus.STALE.name == "STALE"
