@@ -1,0 +1,87 @@
+"""Parameters: the table, the YAML file under config/, and the launch file's references."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from sam2_ros.node_params import PARAMS, PARAMS_BY_NAME, flatten, load_params_file, validate_parameter
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config" / "sam2_tracker.yaml"
+
+
+def test_config_file_sets_every_parameter_with_its_default():
+    params = load_params_file(CONFIG)
+    assert set(params) == set(PARAMS_BY_NAME)
+    for name, value in params.items():
+        assert value == PARAMS_BY_NAME[name].default, name
+
+
+@pytest.mark.parametrize(
+    "name, value, error",
+    [
+        ("backend", "tflite", "backend must be one of onnxruntime, torch, tensorrt"),
+        ("max_objects", 0, r"max_objects must be in \[1, 4096\]"),
+        ("max_objects", 2.5, "max_objects must be of type integer"),
+        ("max_objects", True, "max_objects must be of type integer"),
+        ("cond_slots", 65, r"cond_slots must be in \[1, 64\]"),
+        ("mask_threshold", float("nan"), "mask_threshold must be in"),
+        ("image_transport", "theora", "image_transport must be one of raw, compressed"),
+        ("input_qos.reliability", "sometimes", "must be one of best_effort, reliable"),
+        ("input_qos.depth", 0, r"input_qos.depth must be in \[1, 100\]"),
+        ("publish.overlay", "yes", "publish.overlay must be of type bool"),
+        ("providers", "cuda,npu", r"providers must be among cpu, cuda, tensorrt; got \['npu'\]"),
+        ("service_timeout", 0.0, "service_timeout must be in"),
+        ("max_object", 3, "unknown parameter 'max_object'"),
+    ],
+)
+def test_bad_values_are_refused_with_a_reason(name, value, error):
+    import re
+
+    reason = validate_parameter(name, value)
+    assert reason is not None and re.search(error, reason), reason
+
+
+def test_good_values_pass():
+    for spec in PARAMS:
+        assert validate_parameter(spec.name, spec.default) is None, spec.name
+    assert validate_parameter("providers", "CUDA, cpu") is None
+    assert validate_parameter("mask_threshold", 1) is None  # an integer is fine for a double
+
+
+def test_bad_file_names_every_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**:\n  ros__parameters:\n    max_objects: 0\n    publish: {overlay: 3}\n")
+    with pytest.raises(ValueError) as e:
+        load_params_file(bad)
+    assert "max_objects must be in" in str(e.value) and "publish.overlay must be of type bool" in str(e.value)
+    other = tmp_path / "other.yaml"
+    other.write_text("some_other_node:\n  ros__parameters: {x: 1}\n")
+    with pytest.raises(ValueError, match="no parameters for node 'sam2_tracker'"):
+        load_params_file(other)
+
+
+def test_flatten_nests_with_dots():
+    assert flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+
+
+def test_launch_file_is_valid_and_uses_the_installed_config():
+    source = (REPO / "launch" / "sam2_tracker.launch.py").read_text()
+    tree = ast.parse(source)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    assert '"config", "sam2_tracker.yaml"' in source and 'executable="sam2_tracker"' in source
+
+
+def test_package_xml_declares_what_the_node_imports():
+    import re
+
+    deps = set(re.findall(r"<exec_depend>([^<]+)</exec_depend>", (REPO / "package.xml").read_text()))
+    imported = set()
+    for f in ("node.py", "ros_convert.py", "node_params.py"):
+        src = (REPO / "sam2_ros" / f).read_text()
+        imported |= set(re.findall(r"^\s*(?:from|import) (\w+)", src, re.M))
+    ros_imports = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "cv_bridge")}
+    assert ros_imports <= deps, ros_imports - deps
