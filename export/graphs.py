@@ -162,7 +162,8 @@ class MemoryAttentionGraph(nn.Module):
             tpos_dim = self.hidden_dim if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
             ptr_pos = self.obj_ptr_tpos_proj(_sine_pe_1d(ptr_tpos, tpos_dim))
         else:
-            ptr_pos = obj_ptrs.new_zeros(b, p, self.mem_dim)
+            # SAM 2.0: no temporal encoding; keep the input in the graph so every model has one signature
+            ptr_pos = obj_ptrs.new_zeros(b, p, self.mem_dim) + 0.0 * ptr_tpos.unsqueeze(-1)
         ptr_tokens = obj_ptrs.reshape(b, p * split, self.mem_dim)
         ptr_pos = ptr_pos.unsqueeze(2).expand(b, p, split, self.mem_dim).reshape(b, p * split, self.mem_dim)
         memory = torch.cat([memory, ptr_tokens], dim=1)
@@ -301,6 +302,8 @@ class MemoryEncoderGraph(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1 - (object_score_logits > 0).float()  # [B,1]
             feats = feats + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+        else:  # SAM 2.0: no "absent" embedding; keep the input so every model has one signature
+            feats = feats + 0.0 * object_score_logits[:, :, None, None]
         return feats.flatten(2).transpose(1, 2)
 
 

@@ -40,7 +40,7 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
-def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 8, ptr_slots: int = 17, n_points: int = 3):
+def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: int = 7, n_points: int = 3):
     """Realistic example tensors (also used for verification)."""
     g = torch.Generator().manual_seed(0)
     s, h = flags["image_size"], flags["feat_size"]
@@ -64,7 +64,7 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 8, ptr_slots: 
         "pix_feat": torch.randn(n_obj, c, h, h, generator=g),
         "no_mem": torch.tensor([1.0] + [0.0] * (n_obj - 1)),
         "point_coords": torch.rand(n_obj, n_points, 2, generator=g) * s,
-        "point_labels": torch.tensor([[1, 0, 1]] * n_obj, dtype=torch.int32)[:, :n_points],
+        "point_labels": torch.tensor([[1 - (i % 2) for i in range(n_points)]] * n_obj, dtype=torch.int32),
         "mask_input": torch.randn(n_obj, 1, 4 * h, 4 * h, generator=g) * 5,
         "has_mask": torch.tensor([0.0] + [1.0] * (n_obj - 1)),
         "multimask": torch.tensor([1.0] + [0.0] * (n_obj - 1)),

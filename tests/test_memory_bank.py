@@ -1,0 +1,105 @@
+"""MemoryBank: slot writes, validity, temporal rows, pointer offsets, eviction, no reallocation."""
+
+import numpy as np
+import pytest
+
+from sam2_ros.memory_bank import MemoryBank, round_to_bfloat16
+
+
+def bank(**kw):
+    args = dict(max_objects=3, cond_slots=2, feat_hw=4, mem_dim=2, hidden_dim=8)
+    args.update(kw)
+    return MemoryBank(**args)
+
+
+def feats(v):
+    return np.full((4, 2), v, np.float32)
+
+
+def test_recent_ring_gives_six_previous_frames_with_temporal_rows():
+    b = bank()
+    b.write_conditioning(0, 0, feats(100), np.zeros(8, np.float32))
+    for t in range(1, 10):
+        b.write_frame(0, 1, t, feats(t)[None], np.full((1, 8), t, np.float32))
+    inp = b.attention_inputs(0, 1, 10, ptr_span=15)
+    frames = b.mem_frame[0, : b.recent]
+    valid = inp.mem_valid[0, : b.recent]
+    assert sorted(frames[valid]) == [4, 5, 6, 7, 8, 9]
+    # frame t-k uses maskmem_tpos_enc row k-1; conditioning frames row num_maskmem-1
+    for s in range(b.recent):
+        assert inp.mem_tpos_row[0, s] == 10 - frames[s] - 1
+    assert inp.mem_valid[0, b.recent] and inp.mem_tpos_row[0, b.recent] == 6
+    # pointers: 9 recent (1..9 back) + the conditioning one at offset 10
+    assert inp.ptr_valid[0].sum() == 10
+    cond_ptr = inp.ptr_tpos[0, b.ptr_recent]
+    assert cond_ptr == pytest.approx(10 / 15)
+
+
+def test_current_frame_is_never_its_own_memory():
+    b = bank()
+    b.write_frame(0, 1, 5, feats(5)[None], np.ones((1, 8), np.float32))
+    inp = b.attention_inputs(0, 1, 5, ptr_span=15)
+    assert not inp.mem_valid.any() and not inp.ptr_valid.any()
+
+
+def test_pointer_span_limits_recent_pointers_and_scales_offsets():
+    b = bank()
+    for t in range(20):
+        b.write_frame(0, 1, t, feats(t)[None], np.ones((1, 8), np.float32))
+    inp = b.attention_inputs(0, 1, 20, ptr_span=7)
+    assert inp.ptr_valid[0].sum() == 7
+    assert np.allclose(np.sort(inp.ptr_tpos[0][inp.ptr_valid[0]]), np.arange(1, 8) / 7)
+
+
+def test_conditioning_frame_leaves_recent_slots_and_latest_k_are_kept():
+    b = bank(cond_slots=2)
+    b.write_frame(0, 1, 3, feats(3)[None], np.ones((1, 8), np.float32))
+    b.write_conditioning(0, 3, feats(30), np.ones(8, np.float32))
+    assert 3 not in b.mem_frame[0, : b.recent] and 3 not in b.ptr_frame[0, : b.ptr_recent]
+    b.write_conditioning(0, 7, feats(70), np.ones(8, np.float32))
+    b.write_conditioning(0, 9, feats(90), np.ones(8, np.float32))  # evicts frame 3
+    assert b.conditioning_frames(0) == [7, 9]
+    b.write_conditioning(0, 9, feats(91), np.ones(8, np.float32))  # same frame: same slot
+    assert b.conditioning_frames(0) == [7, 9]
+    assert (b.mem_feats[0, b.recent:] == 91).any()
+
+
+def test_views_are_handed_out_and_buffers_never_reallocated():
+    b = bank()
+    ptrs = [buf.ctypes.data for buf in (b.mem_feats, b.obj_ptrs, b.mem_frame, b.ptr_frame)]
+    for t in range(50):
+        b.write_frame(0, 2, t, np.ones((2, 4, 2), np.float32), np.ones((2, 8), np.float32))
+        if t % 10 == 0:
+            b.write_conditioning(1, t, feats(t), np.ones(8, np.float32))
+        inp = b.attention_inputs(0, 2, t + 1, 15)
+        assert np.shares_memory(inp.mem_feats, b.mem_feats)
+        assert np.shares_memory(inp.obj_ptrs, b.obj_ptrs)
+    assert ptrs == [buf.ctypes.data for buf in (b.mem_feats, b.obj_ptrs, b.mem_frame, b.ptr_frame)]
+
+
+def test_only_used_conditioning_slots_are_handed_out():
+    b = bank(cond_slots=3)
+    b.write_conditioning(0, 0, feats(1), np.ones(8, np.float32))
+    inp = b.attention_inputs(0, 1, 1, 15)
+    assert inp.mem_feats.shape[1] == b.recent + 1 and inp.obj_ptrs.shape[1] == b.ptr_recent + 1
+
+
+def test_move_and_clear_rows():
+    b = bank()
+    b.write_conditioning(2, 4, feats(4), np.full(8, 4, np.float32))
+    b.move(2, 0)
+    assert b.conditioning_frames(0) == [4] and b.conditioning_frames(2) == []
+    assert (b.obj_ptrs[2] == 0).all()
+
+
+def test_bfloat16_rounding_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 3
+    want = torch.from_numpy(x.copy()).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(round_to_bfloat16(x), want)
+
+
+@pytest.mark.parametrize("kw", [{"max_objects": 0}, {"cond_slots": 0}])
+def test_bad_sizes_are_refused(kw):
+    with pytest.raises(ValueError):
+        bank(**kw)
