@@ -82,9 +82,9 @@ class Sam2TrackerNode(LifecycleNode):
         self._engine_dir = ""
         self._max_objects = 0
         self._state_label = "unconfigured"
-        self._sub = None
-        self._pubs: dict = {}
-        self._services: list = []
+        self._image_sub = None
+        self._outputs: dict = {}
+        self._tracker_services: list = []
         self._diag_timer = None
         self._last_rejected = 0
 
@@ -141,14 +141,14 @@ class Sam2TrackerNode(LifecycleNode):
         self._backend_name, self._engine_dir = backend, str(engine_dir)
         self._max_objects = tracker.max_objects
         self._worker = TrackerWorker(tracker, self._decoder(), self._publish_result, self._report)
-        self._pubs = {
+        self._outputs = {
             "objects": self.create_publisher(TrackedObjects, "objects", 10),
             "label_image": self.create_publisher(Image, "label_image", 10),
             "overlay": self.create_publisher(Image, "overlay", 10),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         g = self._service_group
-        self._services = [
+        self._tracker_services = [
             self.create_service(AddPrompt, "~/add_prompt", self._srv_add_prompt, callback_group=g),
             self.create_service(RemoveObject, "~/remove_object", self._srv_remove_object, callback_group=g),
             self.create_service(Reset, "~/reset", self._srv_reset, callback_group=g),
@@ -175,14 +175,14 @@ class Sam2TrackerNode(LifecycleNode):
         )
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._param("input_qos.depth"), reliability=reliability)
         if self._param("image_transport") == "compressed":
-            self._sub = self.create_subscription(
+            self._image_sub = self.create_subscription(
                 CompressedImage, "image/compressed", self._on_image, qos, callback_group=self._image_group
             )
         else:
-            self._sub = self.create_subscription(Image, "image", self._on_image, qos, callback_group=self._image_group)
+            self._image_sub = self.create_subscription(Image, "image", self._on_image, qos, callback_group=self._image_group)
         self._worker.start()
         self._state_label = "active"
-        self.get_logger().info(f"active: listening on {self._sub.topic_name}")
+        self.get_logger().info(f"active: listening on {self._image_sub.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     @_logged_transition
@@ -208,9 +208,9 @@ class Sam2TrackerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _deactivate(self) -> None:
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
         if self._worker is not None:
             self._worker.stop("the node was deactivated")
             self._state_label = "inactive"
@@ -219,12 +219,12 @@ class Sam2TrackerNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        for srv in self._services:
+        for srv in self._tracker_services:
             self.destroy_service(srv)
-        self._services = []
-        for pub in self._pubs.values():
+        self._tracker_services = []
+        for pub in self._outputs.values():
             self.destroy_publisher(pub)
-        self._pubs = {}
+        self._outputs = {}
         self._worker = None  # releases the tracker, its memory bank and the backend sessions
         self._state_label = "unconfigured"
 
@@ -245,7 +245,7 @@ class Sam2TrackerNode(LifecycleNode):
     def _publish_result(self, frame: Frame, rgb: np.ndarray, result: FrameResult) -> None:
         """Runs on the worker thread after each processed frame."""
         header = frame.payload.header
-        pubs = self._pubs
+        pubs = self._outputs
         if not pubs:
             return
         labels = self._labels()
@@ -259,7 +259,7 @@ class Sam2TrackerNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         worker = self._worker
-        pub = self._pubs.get("diagnostics")
+        pub = self._outputs.get("diagnostics")
         if worker is None or pub is None:
             return
         s = worker.window_stats()

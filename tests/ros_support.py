@@ -185,7 +185,8 @@ class NodeProcess:
         raise AssertionError("no VmRSS")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def assert_alive(self):
