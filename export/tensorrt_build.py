@@ -10,8 +10,10 @@ must stay FP32. :func:`precision_plan` picks them by inspecting the ONNX graph (
 * ``norm_reduction``: the primitives of LayerNorm written by hand (SAM 2's ``LayerNorm2d``:
   ``ReduceMean``, ``Pow``, ``Sqrt``) and every element-wise node fed only by FP32 nodes and
   constants (``var + eps``, ``x / std``, the affine ``* w + b``);
-* ``reduction``: other sums (``ReduceSum``), e.g. the stability-score mask areas, which count
-  up to (S/4)^2 = 65536 pixels at S=1024: more than FP16's largest finite value 65504;
+* ``reduction``: other float sums (``ReduceSum``; here the one-hot selection of the chosen
+  mask, IoU and token). A float sum over many elements overflows FP16 long before its terms
+  do (largest finite FP16 value: 65504). The stability-score areas are integer sums in the
+  export and need nothing;
 * ``softmax``: ``Softmax`` (attention probabilities);
 * ``trig``: ``Sin`` / ``Cos`` of the position encodings;
 * ``constant``: nodes computed from constants only (TensorRT folds them; FP32 keeps the
@@ -570,26 +572,56 @@ def _resolve_mode(trt, opts: BuildOptions) -> str:
     return mode
 
 
-def _apply_weak_precision(trt, network, plan: PrecisionPlan) -> dict:
-    """Pin the planned layers to FP32 (matched by ONNX node name or output tensor name)."""
+_ONNX_LAYER_RE = re.compile(r"ONNX Layer:\s*([^\]\x1e\n]+)")
+
+
+def onnx_node_for_layer(layer_name: str, metadata: str, output_names, node_names: set[str], output_to_node: dict) -> str | None:
+    """The ONNX node a TensorRT layer came from, or ``None``.
+
+    In order: the node named in the layer's metadata (TensorRT 10's ONNX parser records
+    ``[ONNX Layer: <node>]``), the layer name itself, its longest prefix that is a node name
+    (auxiliary layers of one node are named ``<node>_<n>``), the node producing one of its
+    output tensors (the parser keeps ONNX tensor names).
+    """
+    for name in _ONNX_LAYER_RE.findall(metadata or ""):
+        if name.strip() in node_names:
+            return name.strip()
+    if metadata and metadata.strip() in node_names:
+        return metadata.strip()
+    if layer_name in node_names:
+        return layer_name
+    for i in range(len(layer_name) - 1, 0, -1):
+        if layer_name[i] in "_ ." and layer_name[:i] in node_names:
+            return layer_name[:i]
+    for o in output_names:
+        if o in output_to_node:
+            return output_to_node[o]
+    return None
+
+
+def _apply_weak_precision(trt, network, model, plan: PrecisionPlan) -> dict:
+    """Pin the layers of the planned ONNX nodes to FP32 (``ILayer.precision`` and output types)."""
     floats = (trt.float32, trt.float16)
-    matched_nodes, pinned = set(), 0
+    node_names = {n.name for n in model.graph.node}
+    output_to_node = {o: n.name for n in model.graph.node for o in n.output}
+    matched, pinned = set(), 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         outs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        node = layer.name if layer.name in plan.fp32_nodes else None
-        if node is None:
-            node = next((o.name for o in outs if o.name in plan.fp32_outputs), None)
+        node = onnx_node_for_layer(layer.name, getattr(layer, "metadata", ""), [o.name for o in outs], node_names, output_to_node)
         # constant sub-graphs are folded in FP32 by TensorRT anyway; pin only computed layers
-        if node is None or plan.fp32_nodes.get(node) == "constant" or not any(o.dtype in floats for o in outs):
+        if node not in plan.fp32_nodes or plan.fp32_nodes[node] == "constant" or not any(o.dtype in floats for o in outs):
             continue
         layer.precision = trt.float32
         for j, o in enumerate(outs):
             if o.dtype in floats:
                 layer.set_output_type(j, trt.float32)
-        matched_nodes.add(node)
+        matched.add(node)
         pinned += 1
-    return {"fp32_layers": pinned, "fp32_nodes_planned": len(plan.fp32_nodes), "fp32_matches": len(matched_nodes)}
+    planned = sum(1 for r in plan.fp32_nodes.values() if r != "constant")
+    if len(matched) < planned:
+        log.warning("only %d of %d planned FP32 nodes were found among the TensorRT layers", len(matched), planned)
+    return {"fp32_layers": pinned, "fp32_nodes_planned": planned, "fp32_nodes_matched": len(matched)}
 
 
 def build_engines(
@@ -656,7 +688,7 @@ def build_engines(
             config.set_flag(trt.BuilderFlag.FP16)
             constraint = {"obey": "OBEY_PRECISION_CONSTRAINTS", "prefer": "PREFER_PRECISION_CONSTRAINTS"}[opts.precision_constraints]
             config.set_flag(getattr(trt.BuilderFlag, constraint))
-            precision_info = _apply_weak_precision(trt, network, plan)
+            precision_info = _apply_weak_precision(trt, network, model, plan)
         elif mode == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # an FP32 engine is the accuracy reference
         if cache is None:

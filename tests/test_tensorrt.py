@@ -1,0 +1,504 @@
+"""TensorRT engines: the CPU-side build logic on a real export, and the GPU backend where it can run.
+
+CPU tests (always run): which layers stay FP32, the mixed-precision ONNX rewrite for strongly
+typed TensorRT (validated by the ONNX checker and ONNX Runtime against FP32), optimisation
+profiles, the manifest entry and the compatibility check, the inspector's fused-attention
+report, the benchmark's report writing. GPU tests skip, with the reason, without TensorRT
+and a CUDA device; they build engines and compare them with ONNX Runtime on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+pytest.importorskip("sam2")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from sam2_ros.backends import load_backend  # noqa: E402
+from sam2_ros.backends.tensorrt_backend import (  # noqa: E402
+    MANIFEST_KEY,
+    check_engine_compatibility,
+    engine_file_problems,
+    file_sha256,
+    root_array,
+    strided_rows,
+)
+from sam2_ros.errors import EngineError  # noqa: E402
+from sam2_ros.manifest import GRAPH_NAMES, load_manifest  # noqa: E402
+from sam2_ros_export.tensorrt_build import (  # noqa: E402
+    attention_fusion_report,
+    engine_manifest_entry,
+    fp16_overflow_audit,
+    mixed_precision_model,
+    onnx_node_for_layer,
+    precision_plan,
+    profile_shapes,
+    write_engine_manifest,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_export_256):
+    """A real export of SAM 2.1 hiera-tiny at 256 with random weights (conftest)."""
+    return tiny_export_256
+
+
+@pytest.fixture(scope="module")
+def manifest(export_dir):
+    return json.loads((export_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def models(export_dir):
+    return {g: onnx.load(str(export_dir / f"{g}.onnx")) for g in GRAPH_NAMES}
+
+
+def example_feeds(manifest, n_obj=2, mem_slots=8, ptr_slots=17, n_points=3):
+    from sam2_ros_export.onnx_export import _example_inputs
+
+    ex = _example_inputs(manifest["flags"], n_obj=n_obj, mem_slots=mem_slots, ptr_slots=ptr_slots, n_points=n_points)
+    return {k: v.numpy() for k, v in ex.items()}
+
+
+def run(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, {k: feeds[k] for k in names})
+
+
+# ------------------------------------------------------------------ precision plan
+def test_plan_keeps_normalisation_softmax_and_sums_in_fp32(models):
+    from sam2_ros_export.tensorrt_build import _tensor_types
+
+    for g, model in models.items():
+        plan = precision_plan(model)
+        types = _tensor_types(model)
+        ops = {n.name: n.op_type for n in model.graph.node}
+        float_out = {n.name for n in model.graph.node if types.get(n.output[0]) == TensorProto.FLOAT}
+        kept = {ops[n] for n, r in plan.fp32_nodes.items() if r != "constant"}
+        for op in ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow"):
+            for n, t in ops.items():
+                if t == op and n in float_out:  # integer sums (the stability-score areas) need nothing
+                    assert n in plan.fp32_nodes, f"{g}: {op} {n} not kept in FP32"
+        # the heavy compute stays FP16
+        assert not kept & {"MatMul", "Gemm", "Conv", "ConvTranspose"}, (g, kept)
+    # SAM 2's hand-written LayerNorm2d (memory encoder): var + eps before the square root is FP32 too
+    me = models["memory_encoder"]
+    plan = precision_plan(me)
+    producers = {o: n for n in me.graph.node for o in n.output}
+    for n in me.graph.node:
+        if n.op_type == "Sqrt":
+            add = producers[n.input[0]]
+            assert add.op_type == "Add" and add.name in plan.fp32_nodes
+
+
+def test_plan_reasons_can_be_narrowed(models):
+    full = precision_plan(models["mask_decoder"])
+    no_softmax = precision_plan(models["mask_decoder"], reasons={"layernorm", "norm_reduction", "reduction", "trig", "constant"})
+    assert "softmax" in full.summary() and "softmax" not in no_softmax.summary()
+    with pytest.raises(ValueError, match="unknown FP32 reasons"):
+        precision_plan(models["mask_decoder"], reasons={"everything"})
+
+
+# ------------------------------------------------------ mixed-precision ONNX (strong typing)
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_mixed_precision_graph_is_valid_fp16_and_close_to_fp32(models, manifest, graph):
+    model = models[graph]
+    plan = precision_plan(model)
+    mixed = mixed_precision_model(model, plan)
+    onnx.checker.check_model(mixed, full_check=True)  # strict type inference: every Cast in place
+    # I/O stays FP32 with the same names; the weights of the heavy layers became FP16
+    io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in [*m.graph.input, *m.graph.output]]  # noqa: E731
+    assert io(mixed) == io(model)
+    # every matrix product and convolution computes in FP16 (its inputs are FP16 tensors)
+    from sam2_ros_export.tensorrt_build import _tensor_types
+
+    types = _tensor_types(mixed)
+    heavy = [n for n in mixed.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose")]
+    assert heavy
+    for n in heavy:
+        assert {types[x] for x in n.input if x} == {TensorProto.FLOAT16}, (graph, n.name)
+    # same results as FP32 within FP16 rounding (at two object / slot / point counts when dynamic)
+    shapes = [{}] if graph == "image_encoder" else [{}, {"n_obj": 1, "mem_slots": 7, "ptr_slots": 16, "n_points": 1}]
+    for kw in shapes:
+        feeds = example_feeds(manifest, **kw)
+        for ref, got in zip(run(model, feeds), run(mixed, feeds)):
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            scale = max(float(np.abs(ref).max()), 1e-3)
+            assert float(np.abs(ref - got).max()) <= 1e-2 * scale, graph
+
+
+def test_mixed_precision_keeps_subgraphs_and_clips_initializers():
+    """An ``If`` reading an outer initializer, and a weight beyond the FP16 range."""
+    big = numpy_helper.from_array(np.array([[1e6, -1e6], [np.inf, 0.5]], np.float32), "w")
+    then_g = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["t_out"])], "then", [], [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [2, 2])]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["w"], ["e_out"])], "else", [], [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [2, 2])]
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        helper.make_node("ReduceSum", ["y"], ["s"], name="sum", keepdims=1),
+        helper.make_node("If", ["c"], ["branch"], name="if", then_branch=then_g, else_branch=else_g),
+        helper.make_node("Add", ["y", "branch"], ["out"], name="add"),
+    ]
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 2]), helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1])],
+        [big],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    plan = precision_plan(model)
+    assert plan.fp32_nodes == {"sum": "reduction"}
+    mixed = mixed_precision_model(model, plan)
+    onnx.checker.check_model(mixed, full_check=True)
+    w16 = [numpy_helper.to_array(i) for i in mixed.graph.initializer if i.data_type == TensorProto.FLOAT16]
+    assert len(w16) == 1 and w16[0][0, 0] == 65504 and w16[0][0, 1] == -65504 and np.isinf(w16[0][1, 0])
+    assert any(i.name == "w" and i.data_type == TensorProto.FLOAT for i in mixed.graph.initializer)  # still read by the If
+    # ONNX Runtime on CPU runs it (it checks types; it does not emulate FP16 rounding faithfully)
+    x = np.array([[1e-3, 2e-3]], np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        (ref, _), (out, _) = run(model, feeds), run(mixed, feeds)
+        assert out.dtype == np.float32 and out.shape == ref.shape
+        small = np.abs(ref) < 100
+        np.testing.assert_allclose(out[small], ref[small], rtol=1e-2, atol=1e-3)
+
+
+def test_overflow_audit_finds_values_beyond_fp16(tmp_path, export_dir, manifest):
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="scale_up"), helper.make_node("Relu", ["y"], ["z"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array([1e5], np.float32), "k")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    found = fp16_overflow_audit(path, {"x": np.array([1.0, -2.0, 0.1], np.float32)})
+    assert [(n, t) for n, t, _ in found] == [("scale_up", "y"), ("<output>", "z")]
+    model = onnx.load(str(path))
+    assert precision_plan(model, extra_fp32_nodes=["scale_up"]).fp32_nodes["scale_up"] == "requested"
+    # the real memory encoder on its example inputs stays inside the FP16 range
+    feeds = example_feeds(manifest)
+    names = [i.name for i in onnx.load(str(export_dir / "memory_encoder.onnx")).graph.input]
+    assert fp16_overflow_audit(export_dir / "memory_encoder.onnx", {k: feeds[k] for k in names}) == []
+
+
+# ------------------------------------------------------------------ profiles
+def test_profile_shapes_from_the_manifest(manifest):
+    assert profile_shapes(manifest, "image_encoder") == {}
+    ma = profile_shapes(manifest, "memory_attention", max_objects=8, cond_slots=2, opt_objects=2)
+    hw = manifest["flags"]["feat_size"] ** 2
+    assert ma["mem_feats"] == ((1, 6, hw, 64), (2, 8, hw, 64), (8, 8, hw, 64))
+    assert ma["obj_ptrs"] == ((1, 15, 256), (2, 17, 256), (8, 17, 256))
+    assert ma["mem_valid"] == ((1, 6), (2, 8), (8, 8)) and "image_embed" not in ma
+    dec = profile_shapes(manifest, "mask_decoder", max_objects=4, max_points=6)
+    assert dec["point_coords"] == ((1, 1, 2), (1, 1, 2), (4, 6, 2))
+    assert set(dec) == {"pix_feat", "no_mem", "point_coords", "point_labels", "mask_input", "has_mask", "multimask"}
+    assert set(profile_shapes(manifest, "memory_encoder")) == {"low_res_masks", "binarize", "object_score_logits"}
+    with pytest.raises(ValueError):
+        profile_shapes(manifest, "mask_decoder", max_objects=2, opt_objects=3)
+    with pytest.raises(ValueError):
+        profile_shapes(manifest, "mask_decoder", max_points=0)
+    odd = copy.deepcopy(manifest)
+    odd["graphs"]["memory_encoder"]["inputs"]["binarize"]["shape"] = ["frames"]
+    with pytest.raises(ValueError, match="frames"):
+        profile_shapes(odd, "memory_encoder")
+
+
+# ------------------------------------------------------------------ manifest and compatibility
+INFO = {"tensorrt_version": "10.13.3.9", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def fake_engine_dir(tmp_path, export_dir, manifest):
+    """An engine directory whose 'engines' are plain files with real hashes (no GPU needed)."""
+    out = tmp_path / "engines"
+    out.mkdir()
+    engines = {}
+    for g in GRAPH_NAMES:
+        p = out / f"{g}.engine"
+        p.write_bytes(g.encode() * 100)
+        engines[g] = {"file": p.name, "sha256": file_sha256(p)}
+    profiles = {g: profile_shapes(manifest, g) for g in GRAPH_NAMES}
+    limits = {"max_objects": 8, "max_points": 8, "cond_slots": 2, "opt_objects": 1}
+    entry = engine_manifest_entry(INFO, "fp16", "strong", limits, profiles, engines)
+    write_engine_manifest(export_dir, out, entry)
+    return out, entry
+
+
+def test_engine_manifest_round_trip_and_compatibility(tmp_path, export_dir, manifest):
+    out, entry = fake_engine_dir(tmp_path, export_dir, manifest)
+    m = load_manifest(out)  # a complete engine directory: constants copied, tensorrt entry added
+    e = m.data[MANIFEST_KEY]
+    assert e["precision"] == "fp16" and e["max_objects"] == 8 and e["tensorrt_version"] == INFO["tensorrt_version"]
+    assert e["profiles"]["memory_attention"]["mem_feats"]["max"][:2] == [8, 8]
+    assert m.data["onnx_dir"] == str(export_dir.resolve())
+    assert check_engine_compatibility(e, INFO) == []
+    assert engine_file_problems(out, e) == []
+    other = {"tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7"}
+    problems = check_engine_compatibility(e, other)
+    assert len(problems) == 3
+    assert any("TensorRT version '10.13.3.9'" in p and "'10.3.0.30'" in p for p in problems)
+    assert any("GPU" in p and "Orin" in p for p in problems)
+    assert any("compute capability '9.0'" in p for p in problems)
+    assert check_engine_compatibility({k: v for k, v in e.items() if k != "gpu_name"}, INFO) == [
+        "the manifest does not record the GPU the engines were built with"
+    ]
+    assert check_engine_compatibility(None, INFO)
+    (out / "memory_encoder.engine").write_bytes(b"changed")
+    (out / "mask_decoder.engine").unlink()
+    problems = engine_file_problems(out, e)
+    assert len(problems) == 2 and any("missing" in p for p in problems) and any("sha256" in p for p in problems)
+
+
+def test_engine_manifest_entry_rejects_incomplete_input(manifest):
+    limits = {"max_objects": 8, "max_points": 8, "cond_slots": 2, "opt_objects": 1}
+    good = {g: {"file": f"{g}.engine", "sha256": "0" * 64} for g in GRAPH_NAMES}
+    with pytest.raises(ValueError, match="memory_encoder"):
+        engine_manifest_entry(INFO, "fp16", "weak", limits, {}, {k: v for k, v in good.items() if k != "memory_encoder"})
+    with pytest.raises(ValueError, match="sha256"):
+        engine_manifest_entry(INFO, "fp16", "weak", limits, {}, {**good, "image_encoder": {"file": "x.engine"}})
+    with pytest.raises(ValueError, match="precision"):
+        engine_manifest_entry(INFO, "int8", "weak", limits, {}, good)
+
+
+def test_loading_the_tensorrt_backend_fails_clearly(tmp_path, export_dir, manifest):
+    with pytest.raises(EngineError, match="no TensorRT engines"):
+        load_backend(export_dir, "tensorrt")
+    out, _ = fake_engine_dir(tmp_path, export_dir, manifest)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(EngineError, match="TensorRT Python package"):
+            load_backend(out, "tensorrt")
+    else:  # TensorRT here: the fake engines must be refused (other machine or unreadable engines)
+        with pytest.raises(EngineError):
+            load_backend(out, "tensorrt")
+
+
+# ------------------------------------------------------------------ inspector report
+def test_attention_fusion_report():
+    fused = {"Layers": [
+        {"Name": "/blocks.0/attn/qkv/MatMul", "LayerType": "Gemm", "TacticName": "sm90_xmma_gemm_f16f16"},
+        {"Name": "{ForeignNode[/blocks.0/attn/MatMul.../blocks.0/attn/MatMul_1]}", "LayerType": "kgen",
+         "TacticName": "_gemm_mha_v2_fp16_sm90", "Metadata": "[ONNX Layer: /blocks.0/attn/Softmax]"},
+    ], "Bindings": ["image"]}
+    r = attention_fusion_report(json.dumps(fused))
+    assert r["fused"] and len(r["fused_layers"]) == 1 and r["unfused_softmax_layers"] == [] and r["layers"] == 2
+    unfused = {"Layers": [
+        {"Name": "/self_attn/MatMul", "LayerType": "MatrixMultiply", "TacticName": "sm80_gemm"},
+        {"Name": "/self_attn/Softmax", "LayerType": "SoftMax", "TacticName": "softmax_fp32"},
+        {"Name": "/memory_attention/layers.0/cross_attn/MatMul_1", "LayerType": "MatrixMultiply"},
+    ]}
+    r = attention_fusion_report(unfused)
+    assert not r["fused"] and r["unfused_softmax_layers"] == ["/self_attn/Softmax"]
+    names_only = ["/a/MatMul", "/a/Softmax", "/b/Add"]  # ProfilingVerbosity.LAYER_NAMES_ONLY
+    assert attention_fusion_report(names_only) == {
+        "fused": False, "fused_layers": [], "unfused_softmax_layers": ["/a/Softmax"], "layers": 3,
+    }
+    assert attention_fusion_report([{"Name": "attn", "LayerType": "Attention"}])["fused"]
+
+
+def test_tensorrt_layers_map_back_to_onnx_nodes(models):
+    model = models["memory_attention"]
+    nodes = {n.name for n in model.graph.node}
+    out_to_node = {o: n.name for n in model.graph.node for o in n.output}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    find = lambda name, meta="", outs=(): onnx_node_for_layer(name, meta, outs, nodes, out_to_node)  # noqa: E731
+    assert find("anything", f"[ONNX Layer: {softmax.name}]") == softmax.name  # TensorRT 10 layer metadata
+    assert find(ln.name) == ln.name
+    assert find(f"{ln.name}_2") == ln.name  # an auxiliary layer of the node
+    add1 = next(n for n in nodes if n.endswith("/Add_1") and n[:-2] in nodes)
+    assert find(f"{add1}_3") == add1  # the longest node-name prefix wins over "/Add"
+    assert find("(Unnamed Layer* 12) [Shuffle]", "", [softmax.output[0]]) == softmax.name
+    assert find("(Unnamed Layer* 13) [Constant]") is None
+
+
+# ------------------------------------------------------------------ host copy layout helpers
+def test_strided_rows_describes_bank_views():
+    bank = np.zeros((8, 9, 16, 4), np.float32)
+    assert strided_rows(bank) == (1, bank.nbytes, bank.nbytes)
+    view = bank[:3, :7]  # the tracker's attention inputs: first n objects, first m slots
+    rows, row_bytes, pitch = strided_rows(view)
+    assert (rows, row_bytes, pitch) == (3, 7 * 16 * 4 * 4, 9 * 16 * 4 * 4)
+    assert root_array(view) is bank
+    assert strided_rows(bank[:, :, ::2]) is None  # not rows of contiguous bytes
+    assert strided_rows(np.zeros((0, 3))) is None
+
+
+# ------------------------------------------------------------------ benchmark report (CPU part)
+def load_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "benchmarks" / "gpu_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_report_from_results(tmp_path):
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    results = []
+    for backend, base_ms in (("tensorrt", 4.0), ("torch-bf16", 9.0), ("official-vos", 8.0), ("official-bf16", 14.0)):
+        for n in (1, 8):
+            secs = list(base_ms * n**0.5 / 1e3 * (1 + 0.02 * rng.random(120)))
+            row = {"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": n, "backend": backend,
+                   **bench.latency_stats(secs, warmup=20), "gpu_mem_mb": 900.0 + n, "mem_growth_mb": 0.0,
+                   "floor_ms": 1.0 * n, "gflop": 900.0 * n}
+            results.append(row)
+    results.append({**results[0], "long_run": True, "frames": 1000, "mem_growth_mb": 2.0})
+    results.append({"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": 16, "backend": "onnxruntime-cuda",
+                    "error": "providers not available"})
+    parity = [{"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": 3, "backend": "tensorrt", "frames": 30,
+               **bench.mask_iou_stats(np.ones((30, 3, 8, 8), bool), np.ones((30, 3, 8, 8), bool))}]
+    checks = {c["criterion"].split(",")[0] + str(c.get("detail")): c for c in bench.check_targets(results, parity)}
+    assert all(c["passed"] for c in checks.values()), checks
+    sp = {(s["backend"], s["objects"]): s["speedup"] for s in bench.speedups(results)}
+    assert sp[("tensorrt", 1)] == pytest.approx(2.0, rel=0.05) and ("official-vos", 1) not in sp
+    data = {"meta": {"device": "NVIDIA H100", "frames": 100, "warmup": 20, "matmul_tflops": 700.0},
+            "results": results, "parity": parity,
+            "projections": [{"model": "m", "image_size": 1024, "objects": 1, "gflop": 913.3, "device": "jetson_agx_orin_64gb",
+                             "tflops_fp16": 42.6, "fps@0.25": 11.7, "fps@0.4": 18.7}]}
+    (tmp_path / "results_gpu.json").write_text(json.dumps(data))
+    assert bench.main(["--report-only", str(tmp_path / "results_gpu.json"), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "RESULTS_GPU.md").read_text()
+    assert "| sam2.1_hiera_tiny | 1024 | 1 | tensorrt | " in md and "failed: providers not available" in md
+    assert "## Targets" in md and "| NO |" not in md and "jetson_agx_orin_64gb" in md
+    png = (tmp_path / "results_gpu.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_benchmark_checks_fail_when_targets_are_missed():
+    bench = load_bench()
+    slow = bench.latency_stats([0.010] * 50 + [0.030], warmup=0)
+    assert slow["p99_over_median"] > 1.3
+    rows = [{"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": n, "backend": b, **slow}
+            for n in (1, 8) for b in ("tensorrt", "official-vos")]
+    rows.append({**rows[0], "long_run": True, "mem_growth_mb": 300.0})
+    parity = [{"model": "m", "image_size": 1024, "objects": 3, "backend": "tensorrt", "frames": 3,
+               **bench.mask_iou_stats(np.ones((3, 1, 4, 4), bool), np.zeros((3, 1, 4, 4), bool))}]
+    assert not any(c["passed"] for c in bench.check_targets(rows, parity))
+    assert bench.memory_growth_mb([(0, 0), (10, 2**20), (500, 5 * 2**20)], skip_frames=10) == 4.0
+    assert bench.click_grid(3, (100, 200)) == [(50.0, 25.0), (150.0, 25.0), (50.0, 75.0)]
+    assert len(bench.stream_frames([np.zeros(1)] * 5, 23)) == 23
+    with pytest.raises(ValueError):
+        bench.latency_stats([0.1], warmup=1)
+
+
+def test_benchmark_refuses_to_run_without_cuda(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the benchmark would run")
+    assert load_bench().main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+# ================================================================== GPU (skip without one)
+def _gpu_or_skip():
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU-only test)")
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        cudart = pytest.importorskip("cuda.cudart", reason="cuda-python is not installed (GPU-only test)")
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count < 1:
+        pytest.skip("no CUDA device (GPU-only test)")
+
+
+@pytest.fixture(scope="module")
+def engines(export_dir, tmp_path_factory):
+    _gpu_or_skip()
+    from sam2_ros_export.tensorrt_build import build_engines
+
+    root = tmp_path_factory.mktemp("engines")
+    cache = root / "timing.cache"
+    out = {}
+    for precision in ("fp32", "fp16"):
+        d = root / precision
+        build_engines(export_dir, d, fp16=precision == "fp16", max_objects=4, max_points=4, timing_cache=cache)
+        out[precision] = d
+    return out
+
+
+def _graph_feeds(manifest, n_obj):
+    feeds = example_feeds(manifest, n_obj=n_obj, mem_slots=7, ptr_slots=16, n_points=2)
+    return feeds
+
+
+def test_gpu_engines_match_onnxruntime_per_graph(engines, export_dir, manifest):
+    ref = load_backend(export_dir, "onnxruntime")
+    for precision, tol in (("fp32", 2e-3), ("fp16", 5e-2)):
+        trt_b = load_backend(engines[precision], "tensorrt")
+        m = load_manifest(engines[precision]).data[MANIFEST_KEY]
+        assert m["precision"] == precision and set(m["engines"]) == set(GRAPH_NAMES)
+        for n in (1, 3):
+            f = _graph_feeds(manifest, n)
+            fr, ft = ref.encode_image(f["image"]), trt_b.encode_image(f["image"])
+            for a, b in zip((fr.feat_s0, fr.feat_s1, fr.image_embed), (ft.feat_s0, ft.feat_s1, ft.image_embed)):
+                assert np.abs(np.asarray(b) - a).max() <= tol * max(1.0, np.abs(a).max()), precision
+            args = [f[k] for k in ("mem_feats", "mem_tpos_row", "mem_valid", "obj_ptrs", "ptr_tpos", "ptr_valid")]
+            pr, pt = ref.attend_memory(fr, *args), trt_b.attend_memory(ft, *args)
+            assert np.abs(np.asarray(pt) - pr).max() <= tol * max(1.0, np.abs(pr).max())
+            dargs = [f["no_mem"], f["point_coords"], f["point_labels"], f["mask_input"], f["has_mask"], f["multimask"]]
+            dr, dt = ref.decode(fr, pr, *dargs), trt_b.decode(ft, pt, *dargs)
+            for a, b in zip((dr.iou, dr.obj_ptr, dr.object_score_logits), (dt.iou, dt.obj_ptr, dt.object_score_logits)):
+                assert np.abs(b - a).max() <= tol * max(1.0, np.abs(a).max())
+            mr = ref.encode_memory(fr, dr.low_res_masks, f["binarize"], dr.object_score_logits)
+            mt = trt_b.encode_memory(ft, dr.low_res_masks, f["binarize"], dr.object_score_logits)
+            assert np.abs(mt - mr).max() <= tol * max(1.0, np.abs(mr).max())
+        trt_b.close()
+
+
+def test_gpu_track_step_and_cuda_graphs_equal_separate_calls(engines, manifest):
+    f = _graph_feeds(manifest, 2)
+    attn = {k: f[k] for k in ("mem_feats", "mem_tpos_row", "mem_valid", "obj_ptrs", "ptr_tpos", "ptr_valid")}
+    eager = load_backend(engines["fp16"], "tensorrt", use_cuda_graph=False)
+    graphs = load_backend(engines["fp16"], "tensorrt", use_cuda_graph=True)
+    fe = eager.encode_image(f["image"])
+    pix = eager.attend_memory(fe, **attn)
+    z, lr = np.zeros(2, np.float32), graphs.engines["mask_decoder"].max_shape["mask_input"][1:]
+    sep = eager.decode(fe, pix, z, np.zeros((2, 1, 2), np.float32), np.full((2, 1), -1, np.int32),
+                       np.zeros((2, *lr), np.float32), z, np.ones(2, np.float32))
+    sep_mem = eager.encode_memory(fe, sep.low_res_masks, z, sep.object_score_logits)
+    for _ in range(4):  # eager, eager + capture, replay, replay
+        fg = graphs.encode_image(f["image"])
+        out, mem = graphs.track_step(fg, attn, multimask=True)
+        np.testing.assert_allclose(out.low_res_masks, sep.low_res_masks, atol=1e-3)
+        np.testing.assert_allclose(mem, sep_mem, atol=1e-3)
+    assert graphs._graphs, "no CUDA graph was captured"
+
+
+def test_gpu_tracker_on_video_matches_onnxruntime_and_memory_is_flat(engines, export_dir, bedroom_frames):
+    from sam2_ros.prompts_file import Prompt
+    from sam2_ros.runner import run_tracker
+    from sam2_ros.tracker import Tracker
+
+    frames = bedroom_frames
+    prompts = [Prompt(0, 1, np.array([[480.0, 300.0]], np.float32), np.array([1], np.int32)),
+               Prompt(4, 2, np.array([[200.0, 200.0]], np.float32), np.array([1], np.int32))]
+    ref = run_tracker(Tracker(load_backend(export_dir, "onnxruntime"), max_objects=2), frames, prompts)
+    backend = load_backend(engines["fp16"], "tensorrt")
+    from cuda.bindings import runtime as cudart
+
+    got = run_tracker(Tracker(backend, max_objects=2), frames, prompts)
+    used = cudart.cudaMemGetInfo()[1]
+    run_tracker(Tracker(backend, max_objects=2), frames, prompts)
+    assert cudart.cudaMemGetInfo()[1] == used  # nothing allocated per frame
+    inter = np.logical_and(ref.masks, got.masks).sum(axis=(-1, -2))
+    union = np.logical_or(ref.masks, got.masks).sum(axis=(-1, -2))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    assert iou.mean() >= 0.98, iou
