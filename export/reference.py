@@ -29,6 +29,7 @@ class ReferenceRun:
     scores: np.ndarray  # [frames, objects] float32 (NaN before an object's first prompt)
     masks: np.ndarray  # [frames, objects, H, W] bool
     seconds: float  # wall time of prompts + propagation
+    frame_seconds: dict[int, float]  # wall time until each frame's output was yielded (last pass)
 
 
 def _official_images(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
@@ -61,6 +62,7 @@ def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> 
     if not starts:
         raise ValueError("no prompt falls within the frames")
     masks_by_frame: dict[int, dict[int, np.ndarray]] = {}
+    frame_seconds: dict[int, float] = {}
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i, f in enumerate(starts):
@@ -72,10 +74,14 @@ def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> 
                         state, f, p.object_id, points=p.points, labels=p.labels, box=p.box,
                     )
             end = starts[i + 1] if i + 1 < len(starts) else n_frames - 1
+            t_prev = time.perf_counter()
             for fi, ids, video_masks in predictor.propagate_in_video(
                 state, start_frame_idx=f, max_frame_num_to_track=end - f,
             ):
                 masks_by_frame[fi] = {oid: (video_masks[k, 0] > 0).numpy() for k, oid in enumerate(ids)}
+                now = time.perf_counter()
+                frame_seconds[fi] = now - t_prev
+                t_prev = now
     seconds = time.perf_counter() - t0
     obj_ids = sorted(state["obj_ids"])
     lr = predictor.image_size // 4
@@ -91,4 +97,4 @@ def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> 
         for fi, d in masks_by_frame.items():
             if oid in d:
                 masks[fi, k] = d[oid]
-    return ReferenceRun(obj_ids, low_res, scores, masks, seconds)
+    return ReferenceRun(obj_ids, low_res, scores, masks, seconds, frame_seconds)

@@ -183,7 +183,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from sam2_ros.bench_cpu import run_cpu_benchmark
+    from sam2_ros_export.bench_cpu import run_cpu_benchmark
 
     run_cpu_benchmark(args)
     return 0

@@ -102,13 +102,19 @@ class MemoryBank:
         if self.store_bfloat16:
             round_to_bfloat16(dst)
 
-    def write_frame(self, start: int, stop: int, frame: int, feats: np.ndarray, ptrs: np.ndarray) -> None:
-        """Store tracked-frame memories of rows ``start:stop`` in their recent ring slots."""
+    def write_frame(self, rows: slice | np.ndarray, frame: int, feats: np.ndarray, ptrs: np.ndarray) -> None:
+        """Store tracked-frame memories of ``rows`` (slice or index array) in their recent ring slots.
+
+        Frame t evicts frame t - R: write frame t only once frame t is no longer current
+        (a refinement on frame t still attends to frames t-R .. t-1).
+        """
         s, sp = frame % self.recent, frame % self.ptr_recent
-        self._store(self.mem_feats[start:stop, s], feats)
-        self.mem_frame[start:stop, s] = frame
-        self.obj_ptrs[start:stop, sp] = ptrs
-        self.ptr_frame[start:stop, sp] = frame
+        if self.store_bfloat16:
+            feats = round_to_bfloat16(np.array(feats, np.float32, copy=True))
+        self.mem_feats[rows, s] = feats
+        self.mem_frame[rows, s] = frame
+        self.obj_ptrs[rows, sp] = ptrs
+        self.ptr_frame[rows, sp] = frame
 
     def write_conditioning(self, row: int, frame: int, feats: np.ndarray, ptr: np.ndarray) -> None:
         """Store a prompted frame's memory as a conditioning frame of ``row``.

@@ -106,6 +106,10 @@ class Tracker:
         self._ptr = np.zeros((max_objects, spec.hidden_dim), np.float32)
         self._tracked = np.zeros(max_objects, bool)  # output on this frame came from tracking
         self._pending = np.zeros(max_objects, bool)  # prompted on this frame: memory not yet encoded
+        # tracked memory of the current frame, written to the bank when the next frame arrives
+        # (a refinement on the current frame still attends to the 6 frames before it)
+        self._staged_mem = np.zeros((max_objects, hw, spec.mem_dim), np.float32)
+        self._staged = np.zeros(max_objects, bool)
         # constant inputs of a tracking batch
         self._no_points = np.zeros((max_objects, 1, 2), np.float32)
         self._no_labels = np.full((max_objects, 1), -1, np.int32)
@@ -122,6 +126,7 @@ class Tracker:
             self.bank.clear(row)
         self._tracked[:] = False
         self._pending[:] = False
+        self._staged[:] = False
         self.frame_index = -1
         self._frame_hw: tuple[int, int] | None = None
         self._feats: ImageFeatures | None = None
@@ -209,7 +214,7 @@ class Tracker:
     def step(self, frame: np.ndarray) -> FrameResult:
         """Process the next frame (RGB uint8 [H, W, 3]) and return every object's mask on it."""
         self._check_frame(frame)
-        self._flush_pending()
+        self._commit_current_frame()
         image = preprocess_frame(frame, self.spec.image_size)
         self._feats = self.backend.encode_image(image)
         self._frame_hw = frame.shape[:2]
@@ -226,7 +231,8 @@ class Tracker:
                 self._no_mask[:n], self._zeros_b[:n], multimask,
             )
             mem = self.backend.encode_memory(self._feats, out.low_res_masks, self._zeros_b[:n], out.object_score_logits)
-            self.bank.write_frame(0, n, t, mem, out.obj_ptr)
+            self._staged_mem[:n] = mem
+            self._staged[:n] = True
             self._low_res[:n] = out.low_res_masks
             self._score[:n] = out.object_score_logits
             self._iou[:n] = out.iou
@@ -242,9 +248,18 @@ class Tracker:
             and sp.multimask_min_pt_num <= num_points <= sp.multimask_max_pt_num
         )
 
-    def _flush_pending(self) -> None:
-        """Encode the memory of objects prompted on the current frame as conditioning frames."""
-        rows = np.flatnonzero(self._pending[: self.num_objects])
+    def _commit_current_frame(self) -> None:
+        """Move the current frame's memories into the bank before the next frame.
+
+        Tracked objects: their staged memory goes to a recent slot. Objects prompted on this
+        frame: their mask is encoded now (after the last prompt) into a conditioning slot.
+        """
+        n = self.num_objects
+        staged = np.flatnonzero(self._staged[:n] & ~self._pending[:n])
+        if staged.size:
+            self.bank.write_frame(staged, self.frame_index, self._staged_mem[staged], self._ptr[staged])
+        self._staged[:] = False
+        rows = np.flatnonzero(self._pending[:n])
         if not rows.size:
             return
         binarize = self._ones_b[: rows.size] if self.spec.binarize_mask_from_pts_for_mem_enc else self._zeros_b[: rows.size]
@@ -270,6 +285,7 @@ class Tracker:
             self.bank.clear(row)
             self._tracked[row] = False
             self._pending[row] = False
+            self._staged[row] = False
         is_init = not self._tracked[row]
         if prompt.mask_s is not None:
             self._run_mask_prompt(row, prompt.mask_s)
@@ -329,7 +345,8 @@ class Tracker:
         last = self.num_objects - 1
         if row != last:  # keep live rows contiguous: move the last row into the hole
             self.bank.move(last, row)
-            for buf in (self._low_res, self._score, self._iou, self._ptr, self._tracked, self._pending):
+            for buf in (self._low_res, self._score, self._iou, self._ptr, self._tracked, self._pending,
+                        self._staged, self._staged_mem):
                 buf[row] = buf[last]
             self._ids[row] = self._ids[last]
         else:
@@ -337,6 +354,7 @@ class Tracker:
         self._ids.pop()
         self._tracked[last] = False
         self._pending[last] = False
+        self._staged[last] = False
 
     # ---------------------------------------------------------------- results
     def current_result(self) -> FrameResult | None:

@@ -20,7 +20,7 @@ def test_recent_ring_gives_six_previous_frames_with_temporal_rows():
     b = bank()
     b.write_conditioning(0, 0, feats(100), np.zeros(8, np.float32))
     for t in range(1, 10):
-        b.write_frame(0, 1, t, feats(t)[None], np.full((1, 8), t, np.float32))
+        b.write_frame(slice(0, 1), t, feats(t)[None], np.full((1, 8), t, np.float32))
     inp = b.attention_inputs(0, 1, 10, ptr_span=15)
     frames = b.mem_frame[0, : b.recent]
     valid = inp.mem_valid[0, : b.recent]
@@ -37,7 +37,7 @@ def test_recent_ring_gives_six_previous_frames_with_temporal_rows():
 
 def test_current_frame_is_never_its_own_memory():
     b = bank()
-    b.write_frame(0, 1, 5, feats(5)[None], np.ones((1, 8), np.float32))
+    b.write_frame(slice(0, 1), 5, feats(5)[None], np.ones((1, 8), np.float32))
     inp = b.attention_inputs(0, 1, 5, ptr_span=15)
     assert not inp.mem_valid.any() and not inp.ptr_valid.any()
 
@@ -45,7 +45,7 @@ def test_current_frame_is_never_its_own_memory():
 def test_pointer_span_limits_recent_pointers_and_scales_offsets():
     b = bank()
     for t in range(20):
-        b.write_frame(0, 1, t, feats(t)[None], np.ones((1, 8), np.float32))
+        b.write_frame(slice(0, 1), t, feats(t)[None], np.ones((1, 8), np.float32))
     inp = b.attention_inputs(0, 1, 20, ptr_span=7)
     assert inp.ptr_valid[0].sum() == 7
     assert np.allclose(np.sort(inp.ptr_tpos[0][inp.ptr_valid[0]]), np.arange(1, 8) / 7)
@@ -53,7 +53,7 @@ def test_pointer_span_limits_recent_pointers_and_scales_offsets():
 
 def test_conditioning_frame_leaves_recent_slots_and_latest_k_are_kept():
     b = bank(cond_slots=2)
-    b.write_frame(0, 1, 3, feats(3)[None], np.ones((1, 8), np.float32))
+    b.write_frame(slice(0, 1), 3, feats(3)[None], np.ones((1, 8), np.float32))
     b.write_conditioning(0, 3, feats(30), np.ones(8, np.float32))
     assert 3 not in b.mem_frame[0, : b.recent] and 3 not in b.ptr_frame[0, : b.ptr_recent]
     b.write_conditioning(0, 7, feats(70), np.ones(8, np.float32))
@@ -68,7 +68,7 @@ def test_views_are_handed_out_and_buffers_never_reallocated():
     b = bank()
     ptrs = [buf.ctypes.data for buf in (b.mem_feats, b.obj_ptrs, b.mem_frame, b.ptr_frame)]
     for t in range(50):
-        b.write_frame(0, 2, t, np.ones((2, 4, 2), np.float32), np.ones((2, 8), np.float32))
+        b.write_frame(slice(0, 2), t, np.ones((2, 4, 2), np.float32), np.ones((2, 8), np.float32))
         if t % 10 == 0:
             b.write_conditioning(1, t, feats(t), np.ones(8, np.float32))
         inp = b.attention_inputs(0, 2, t + 1, 15)
@@ -103,3 +103,10 @@ def test_bfloat16_rounding_matches_torch():
 def test_bad_sizes_are_refused(kw):
     with pytest.raises(ValueError):
         bank(**kw)
+
+
+def test_write_frame_by_index_rows():
+    b = bank()
+    b.write_frame(np.array([0, 2]), 4, np.stack([feats(1), feats(2)]), np.ones((2, 8), np.float32))
+    assert b.mem_frame[:, 4 % b.recent].tolist() == [4, -1, 4]
+    assert (b.mem_feats[2, 4 % b.recent] == 2).all()

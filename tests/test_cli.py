@@ -1,0 +1,68 @@
+"""The command-line contract (DESIGN.md section 6), run as a user would: subprocesses."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+SAMPLES = REPO / "samples"
+
+
+def sam2_ros(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "sam2_ros.cli", *map(str, args)], capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sam2-ros {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_compare_prints_json_summary_last(tiny_export_256, tiny_checkpoint):
+    proc = sam2_ros(
+        "compare", "--engines", tiny_export_256, "--backend", "onnxruntime", "--checkpoint", tiny_checkpoint,
+        "--video", SAMPLES / "bedroom_short.mp4", "--prompts", SAMPLES / "bedroom_prompts.json", "--max-frames", 14,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("frames", "objects", "mean_iou", "min_iou", "max_logit_diff", "fps_ours", "fps_reference"):
+        assert key in summary
+    assert summary["frames"] == 14 and summary["objects"] == 3
+    assert summary["min_iou"] >= 0.99 and summary["mean_iou"] >= 0.999
+    assert summary["max_logit_diff"] <= 1e-3 and summary["score_sign_agreement"] == 1.0
+
+
+def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
+    out = tmp_path / "track"
+    sam2_ros(
+        "track", "--engines", tiny_export_256, "--backend", "onnxruntime", "--video", SAMPLES / "bedroom_short.mp4",
+        "--prompts", SAMPLES / "bedroom_prompts.json", "--out", out, "--max-frames", 10,
+    )
+    with np.load(out / "masks.npz") as z:
+        assert z["masks"].shape == (10, 3, 540, 960) and z["masks"].dtype == bool
+        assert z["scores"].shape == (10, 3) and z["scores"].dtype == np.float32
+        assert z["object_ids"].tolist() == [1, 2, 3]
+        assert np.isnan(z["scores"][:8, 2]).all() and not np.isnan(z["scores"][8:, 2]).any()
+        assert not z["masks"][:8, 2].any()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["frames"] == 10 and stats["objects"] == 3 and stats["backend"] == "onnxruntime" and stats["fps"] > 0
+    assert (out / "overlay.mp4").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["track", "--engines", "/nonexistent", "--video", "x.mp4", "--prompts", "p.json", "--out", "o"], "error"),
+        (["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", "/nonexistent.pt", "--out", "o"], "does not exist"),
+    ],
+)
+def test_bad_arguments_fail_clearly(args, message, tmp_path):
+    proc = sam2_ros(*args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_on_random_weights_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    sam2_ros("demo", "--random-weights", "--image-size", 256, "--max-frames", 3, "--out", out)
+    assert (out / "track" / "masks.npz").is_file() and (out / "track" / "overlay.mp4").is_file()
+    assert (out / "engines" / "sam2.1_hiera_tiny_256" / "manifest.json").is_file()
