@@ -79,12 +79,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_build(args) -> int:
+    """Delegates to ``sam2_ros_export.tensorrt_build.main`` (all its options: --max-points, --cond-slots, ...)."""
+    from sam2_ros.errors import Sam2RosError
+    from sam2_ros_export.tensorrt_build import main as build_main
+
     try:
-        from sam2_ros_export.tensorrt_build import build_engines
-    except ImportError as e:
-        return _die(f"`build` needs TensorRT and a GPU: {e}")
-    build_engines(args.onnx, args.out, fp16=args.fp16, max_objects=args.max_objects)
-    return 0
+        return build_main(args.build_args) or 0
+    except Sam2RosError as e:
+        return _die(str(e))
 
 
 def _open_tracker(args, num_frames: int | None = None):
@@ -256,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=1e-3, help="max |ONNX - PyTorch| per graph")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("build", help="ONNX graphs -> TensorRT engines (GPU + TensorRT)")
-    s.add_argument("--onnx", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--fp16", action="store_true")
-    s.add_argument("--max-objects", type=int, default=8)
+    s = sub.add_parser(
+        "build", help="ONNX graphs -> TensorRT engines (GPU + TensorRT): --onnx DIR --out DIR [--fp16] [--max-objects N] ...",
+        add_help=False,
+    )
+    s.add_argument("build_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_build)
 
     def tracking_args(s):
@@ -313,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build"]:  # all options belong to the TensorRT builder
+        return cmd_build(argparse.Namespace(build_args=argv[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()

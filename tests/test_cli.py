@@ -66,3 +66,14 @@ def test_demo_on_random_weights_runs_end_to_end(tmp_path):
     sam2_ros("demo", "--random-weights", "--image-size", 256, "--max-frames", 3, "--out", out)
     assert (out / "track" / "masks.npz").is_file() and (out / "track" / "overlay.mp4").is_file()
     assert (out / "engines" / "sam2.1_hiera_tiny_256" / "manifest.json").is_file()
+
+
+def test_build_without_tensorrt_says_so(tiny_export_256, tmp_path):
+    pytest.importorskip("sam2_ros_export.tensorrt_build")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        proc = sam2_ros("build", "--onnx", tiny_export_256, "--out", tmp_path / "trt", check=False)
+        assert proc.returncode == 2 and "TensorRT" in proc.stderr and "Traceback" not in proc.stderr
+    else:
+        pytest.skip("TensorRT is installed: the build itself is tested in tests/test_tensorrt.py")
