@@ -241,6 +241,6 @@ def markdown_table() -> str:
     """The parameter table of docs/ROS.md, generated from :data:`PARAMS`."""
     rows = ["| name | type | default | when | description |", "| --- | --- | --- | --- | --- |"]
     for p in PARAMS:
-        default = p.default if not isinstance(p.default, bool) else str(p.default).lower()
-        rows.append(f"| `{p.name}` | {p.type_name} | `{default!r}` | {p.applies} | {p.description} |")
+        default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)
+        rows.append(f"| `{p.name}` | {p.type_name} | `{default}` | {p.applies} | {p.description} |")
     return "\n".join(rows)

@@ -86,6 +86,7 @@ class Client:
         self.ns = node_ns
         self._cond = threading.Condition()
         self.objects: list = []
+        self.arrived: dict[int, float] = {}  # objects message stamp -> time.perf_counter() at arrival
         self.diagnostics: list = []
         self.labels: list = []
         self.node.create_subscription(TrackedObjects, "objects", self._on(self.objects), RELIABLE)
@@ -100,8 +101,11 @@ class Client:
 
     def _on(self, sink: list):
         def cb(msg):
+            now = time.perf_counter()
             with self._cond:
                 sink.append(msg)
+                if sink is self.objects:
+                    self.arrived[stamp_ns(msg.header.stamp)] = now
                 self._cond.notify_all()
 
         return cb

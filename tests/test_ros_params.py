@@ -85,3 +85,10 @@ def test_package_xml_declares_what_the_node_imports():
         imported |= set(re.findall(r"^\s*(?:from|import) (\w+)", src, re.M))
     ros_imports = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "cv_bridge")}
     assert ros_imports <= deps, ros_imports - deps
+
+
+def test_docs_show_the_current_parameter_table():
+    from sam2_ros.node_params import markdown_table
+
+    assert markdown_table() in (REPO / "docs" / "ROS.md").read_text(), (
+        "docs/ROS.md: paste the output of sam2_ros.node_params.markdown_table()")
