@@ -89,7 +89,7 @@ class Client:
         self.arrived: dict[int, float] = {}  # objects message stamp -> time.perf_counter() at arrival
         self.diagnostics: list = []
         self.labels: list = []
-        self.node.create_subscription(TrackedObjects, "objects", self._on(self.objects), RELIABLE)
+        self._objects_sub = self.node.create_subscription(TrackedObjects, "objects", self._on(self.objects), RELIABLE)
         self.node.create_subscription(Image, "label_image", self._on(self.labels), RELIABLE)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on(self.diagnostics), RELIABLE)
         self.image_pub = self.node.create_publisher(Image, "image", image_qos)
@@ -121,10 +121,12 @@ class Client:
                 self._cond.wait(min(left, 0.5))
 
     def wait_for_subscriber(self, timeout: float = 60.0):
+        """Wait until the node's image subscription and its `objects` publisher are matched with
+        ours: a message sent before discovery has matched both ends is lost."""
         deadline = time.monotonic() + timeout
-        while self.image_pub.get_subscription_count() == 0:
+        while self.image_pub.get_subscription_count() == 0 or self._objects_sub.get_publisher_count() == 0:
             if time.monotonic() > deadline:
-                raise AssertionError("the tracker node never subscribed to `image`")
+                raise AssertionError("the tracker node never matched `image` and `objects`")
             time.sleep(0.05)
 
     def result_for(self, stamp: int, timeout: float = 60.0):
@@ -150,18 +152,58 @@ class Client:
             if not cli.wait_for_service(timeout_sec=timeout):
                 raise AssertionError(f"service {self.ns}/{name} did not appear")
             self._clients[key] = cli
-        done = threading.Event()
-        future = self._clients[key].call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            raise AssertionError(f"service {name} did not answer in {timeout:.0f} s")
-        return future.result()
+            # A service can be discovered before its reply path is: the first replies may be
+            # lost. Ask something harmless until an answer comes back.
+            probe = _probe_request(srv_type)
+            if probe is not None:
+                self._call_once(cli, probe, timeout, retry_every=2.0, what=name)
+        return self._call_once(self._clients[key], request, timeout, what=name,
+                               retry_every=2.0 if _idempotent(srv_type) else None)
+
+    @staticmethod
+    def _call_once(cli, request, timeout: float, what: str, retry_every: float | None = None):
+        deadline = time.monotonic() + timeout
+        while True:
+            done = threading.Event()
+            future = cli.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            wait = deadline - time.monotonic() if retry_every is None else min(retry_every, deadline - time.monotonic())
+            if done.wait(max(wait, 0.0)):
+                return future.result()
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"service {what} did not answer in {timeout:.0f} s")
 
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5)
+
+
+def _probe_request(srv_type):
+    """A request of this type that changes nothing on the node (None: no such request)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from sam2_ros_interfaces.srv import AddPrompt, ListObjects, RemoveObject
+
+    probes = {
+        GetState: lambda: GetState.Request(),
+        ChangeState: lambda: ChangeState.Request(transition=Transition(label="no_such_transition")),
+        ListObjects: lambda: ListObjects.Request(),
+        AddPrompt: lambda: AddPrompt.Request(object_id=-100),  # refused: bad id
+        RemoveObject: lambda: RemoveObject.Request(object_id=-100),  # refused: unknown id
+    }
+    make = probes.get(srv_type)
+    return make() if make else None
+
+
+def _idempotent(srv_type) -> bool:
+    from lifecycle_msgs.srv import GetState
+
+    from sam2_ros_interfaces.srv import ListObjects, Reset
+
+    return srv_type in (GetState, ListObjects, Reset)
 
 
 class NodeProcess:

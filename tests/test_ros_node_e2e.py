@@ -196,7 +196,8 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
 
         # ------------------------------------------------ outputs: overlay on demand, label image
         overlays = []
-        client.node.create_subscription(Image, "overlay", overlays.append, 10)
+        overlay_sub = client.node.create_subscription(Image, "overlay", overlays.append, 10)
+        client.wait_for(lambda: overlay_sub.get_publisher_count() > 0, 30, "the overlay publisher")
         msg8 = step(8)
         client.wait_for(lambda: any(stamp_ns(o.header.stamp) == stamp(8) for o in overlays), 30, "overlay of frame 8")
         labels = [lm for lm in client.labels if stamp_ns(lm.header.stamp) == stamp(8)]
