@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 
 #: The eight official configs, by the names users know, with the official checkpoint files.
 MODEL_CONFIGS: dict[str, str] = {
@@ -89,19 +88,3 @@ def random_checkpoint(model_name: str, seed: int, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict()}, out)
     return out
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    image_size: int
-    model: torch.nn.Module  # SAM2VideoPredictor (a SAM2Base)
-    checkpoint_sha256: str | None

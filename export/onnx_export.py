@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME, MANIFEST_VERSION
+from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME, MANIFEST_VERSION, file_sha256
 from sam2_ros_export.graphs import (
     ImageEncoderGraph,
     MaskDecoderGraph,
@@ -22,7 +22,7 @@ from sam2_ros_export.graphs import (
     model_constants,
     model_flags,
 )
-from sam2_ros_export.models import build_video_predictor, file_sha256
+from sam2_ros_export.models import build_video_predictor
 
 log = logging.getLogger(__name__)
 

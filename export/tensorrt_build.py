@@ -50,7 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.tensorrt_backend import MANIFEST_KEY, file_sha256, runtime_info
+from sam2_ros.backends.tensorrt_backend import MANIFEST_KEY, runtime_info
+from sam2_ros.manifest import file_sha256
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME
 

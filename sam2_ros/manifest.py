@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,15 @@ from sam2_ros.errors import EngineError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 GRAPH_NAMES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (checkpoints, graphs and engines are recorded by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ reason when either is missing or the engines do not match the machine.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ import numpy as np
 
 from sam2_ros.backends.base import DecoderOutput, ImageFeatures
 from sam2_ros.errors import EngineError
-from sam2_ros.manifest import GRAPH_NAMES, Manifest
+from sam2_ros.manifest import GRAPH_NAMES, Manifest, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +99,6 @@ def check_engine_compatibility(manifest_entry: dict, runtime_info: dict) -> list
         elif str(want) != str(have):
             problems.append(f"engines were built for {label} {want!r}, this machine has {have!r}")
     return problems
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def engine_file_problems(engine_dir: str | Path, manifest_entry: dict, check_hashes: bool = True) -> list[str]:

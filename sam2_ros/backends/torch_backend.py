@@ -25,7 +25,8 @@ class TorchBackend:
             from sam2_ros_export.graphs import (
                 ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph,
             )
-            from sam2_ros_export.models import build_video_predictor, file_sha256
+            from sam2_ros.manifest import file_sha256
+            from sam2_ros_export.models import build_video_predictor
         except ImportError as e:
             raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
         self.manifest = manifest
