@@ -89,6 +89,7 @@ class Tracker:
         if not spec.directly_add_no_mem_embed:
             raise TrackerInputError(f"model {spec.model} does not add no_mem_embed directly; not supported")
         self.constants = backend.manifest.constants
+        self._check_backend_limits(backend, max_objects, cond_slots)
         self.max_objects = max_objects
         self.mask_threshold = float(mask_threshold)
         max_ptrs = spec.max_obj_ptrs_in_encoder
@@ -110,13 +111,32 @@ class Tracker:
         # (a refinement on the current frame still attends to the 6 frames before it)
         self._staged_mem = np.zeros((max_objects, hw, spec.mem_dim), np.float32)
         self._staged = np.zeros(max_objects, bool)
-        # constant inputs of a tracking batch
-        self._no_points = np.zeros((max_objects, 1, 2), np.float32)
-        self._no_labels = np.full((max_objects, 1), -1, np.int32)
+        # constant decoder inputs: "no point" (label -1), no mask, per-object flags
+        self._no_points = np.zeros((1, 1, 2), np.float32)
+        self._no_labels = np.full((1, 1), -1, np.int32)
+        self._no_mask = np.zeros((1, 1, lr, lr), np.float32)
         self._zeros_b = np.zeros(max_objects, np.float32)
         self._ones_b = np.ones(max_objects, np.float32)
-        self._no_mask = np.zeros((max_objects, 1, lr, lr), np.float32)
         self.reset()
+
+    @staticmethod
+    def _check_backend_limits(backend: Backend, max_objects: int, cond_slots: int) -> None:
+        """Engines with fixed maximum shapes (TensorRT profiles) must fit this tracker."""
+        limits = getattr(backend, "limits", None)
+        if not limits:
+            return
+        spec = backend.manifest.spec
+        need = {
+            "objects": max_objects,
+            "mem_slots": spec.num_maskmem - 1 + cond_slots,
+            "ptr_slots": spec.max_obj_ptrs_in_encoder - 1 + cond_slots,
+        }
+        over = [f"{k} {v} > {limits[k]}" for k, v in need.items() if k in limits and v > limits[k]]
+        if over:
+            raise TrackerInputError(
+                f"the {backend.name} engines were built for smaller shapes ({', '.join(over)}): "
+                "lower max_objects / cond_slots or rebuild with larger limits"
+            )
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -224,13 +244,7 @@ class Tracker:
         if n:
             t = self.frame_index
             inp = self.bank.attention_inputs(0, n, t, self.ptr_span)
-            pix = self.backend.attend_memory(self._feats, **inp.as_dict())
-            multimask = self._ones_b[:n] if self._use_multimask(False, 0) else self._zeros_b[:n]
-            out = self.backend.decode(
-                self._feats, pix, self._zeros_b[:n], self._no_points[:n], self._no_labels[:n],
-                self._no_mask[:n], self._zeros_b[:n], multimask,
-            )
-            mem = self.backend.encode_memory(self._feats, out.low_res_masks, self._zeros_b[:n], out.object_score_logits)
+            out, mem = self.backend.track_step(self._feats, inp.as_dict(), self._use_multimask(False, 0))
             self._staged_mem[:n] = mem
             self._staged[:n] = True
             self._low_res[:n] = out.low_res_masks

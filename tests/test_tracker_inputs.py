@@ -193,3 +193,14 @@ def test_results_follow_object_id_order_and_contract(backend, frames):
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         else:
             assert np.isnan(box).all()
+
+
+def test_engines_smaller_than_the_tracker_are_refused(tiny_export_256):
+    """Backends with fixed maximum shapes (TensorRT profiles) report `limits`; the tracker checks them."""
+    be = load_backend(tiny_export_256)
+    be.limits = {"objects": 4, "mem_slots": 8, "ptr_slots": 17, "points": 8}
+    Tracker(be, max_objects=4, cond_slots=2)
+    with pytest.raises(TrackerInputError, match="objects 5 > 4"):
+        Tracker(be, max_objects=5)
+    with pytest.raises(TrackerInputError, match="mem_slots 9 > 8"):
+        Tracker(be, max_objects=2, cond_slots=3)

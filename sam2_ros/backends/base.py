@@ -1,8 +1,9 @@
 """The protocol every backend implements: the four SAM 2 graphs on host arrays.
 
 All arrays are numpy float32 (int64 / int32 / bool where named) in the graph layouts
-documented in ``sam2_ros_export.graphs``. ``ImageFeatures`` is whatever the backend keeps
-for a frame (host arrays here, device buffers on GPU backends); the tracker only passes it back.
+documented in ``sam2_ros_export.graphs``. ``ImageFeatures`` and the ``pix_feat``
+returned by ``attend_memory`` are whatever the backend keeps (host arrays on CPU, device buffers
+on GPU backends); the tracker only passes them back to the same backend.
 """
 
 from __future__ import annotations
@@ -76,3 +77,25 @@ class Backend(Protocol):
 
     def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
         """The frame embedding [1,256,h,w] as a host array (first prompted frame of an object)."""
+
+    def track_step(self, feats: ImageFeatures, attention_inputs: dict, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
+        """One tracking step of ``n`` objects: attend -> decode (no prompt) -> encode memory.
+
+        Returns the decoder outputs and maskmem [n,h*w,64]. GPU backends fuse it (one launch).
+        """
+
+
+class ComposedTrackStep:
+    """``track_step`` from the four graph calls, for backends that do not fuse it."""
+
+    def track_step(self, feats: ImageFeatures, attention_inputs: dict, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
+        n = attention_inputs["mem_valid"].shape[0]
+        lr = self.manifest.spec.low_res_size
+        pix = self.attend_memory(feats, **attention_inputs)
+        zeros = np.zeros(n, np.float32)
+        out = self.decode(
+            feats, pix, zeros, np.zeros((n, 1, 2), np.float32), np.full((n, 1), -1, np.int32),
+            np.zeros((n, 1, lr, lr), np.float32), zeros, np.full(n, float(multimask), np.float32),
+        )
+        mem = self.encode_memory(feats, out.low_res_masks, zeros, out.object_score_logits)
+        return out, mem

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import ComposedTrackStep, DecoderOutput, ImageFeatures
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import GRAPH_NAMES, Manifest
 
@@ -19,7 +19,7 @@ PROVIDER_ALIASES = {
 }
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ComposedTrackStep):
     """Runs the exported ONNX graphs with ONNX Runtime.
 
     ``providers``: names or aliases (``cpu``, ``cuda``, ``tensorrt``) in order of preference.

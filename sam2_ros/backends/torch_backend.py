@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.base import DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import ComposedTrackStep, DecoderOutput, ImageFeatures
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import Manifest
 
 
-class TorchBackend:
+class TorchBackend(ComposedTrackStep):
     name = "torch"
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "cpu"):
