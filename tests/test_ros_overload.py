@@ -1,6 +1,7 @@
 """Overload: frames published far faster than the node processes them.
 
-The node must keep one frame waiting at most (drop to newest, drops counted in
+Two more clients call services all along (refinements, new objects, listings): every call
+is answered, and nothing breaks. The node must keep one frame waiting at most (drop to newest, drops counted in
 /diagnostics), keep its memory flat, keep publishing in stamp order, and finish on the
 newest frame: once publishing stops, at most the frame in flight and the newest one are
 still to come. A node with a backlog would go on publishing old frames for a long time.
@@ -8,6 +9,7 @@ still to come. A node with a backlog would go on publishing old frames for a lon
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -17,7 +19,7 @@ pytest.importorskip("rclpy")
 from geometry_msgs.msg import Point32  # noqa: E402
 
 from ros_support import Client, NodeProcess, image_msg, stamp_ns, video_frames  # noqa: E402
-from sam2_ros_interfaces.srv import AddPrompt  # noqa: E402
+from sam2_ros_interfaces.srv import AddPrompt, ListObjects  # noqa: E402
 
 S = 1_000_000_000
 N_PUBLISHED = 300
@@ -40,6 +42,24 @@ def test_overload_drops_to_the_newest_frame_with_bounded_queue_and_memory(tiny_e
             object_id=-1, points=[Point32(x=240.0, y=180.0)], labels=[1]))
         assert reply.success, reply.message
 
+        answers: list = []
+        stop = threading.Event()
+
+        def pester(name: str, x: float):
+            other = Client(name)
+            try:
+                while not stop.is_set():
+                    r = other.call(AddPrompt, "add_prompt", AddPrompt.Request(
+                        object_id=1, points=[Point32(x=x, y=150.0)], labels=[1]))
+                    answers.append(("refine", r.success, r.message))
+                    r = other.call(ListObjects, "list_objects", ListObjects.Request())
+                    answers.append(("list", r.success, [o.id for o in r.objects]))
+            finally:
+                other.close()
+
+        pesters = [threading.Thread(target=pester, args=(f"pester_{i}", 200.0 + 40 * i)) for i in range(2)]
+        for t in pesters:
+            t.start()
         rss_start = None
         for k, m in enumerate(messages):  # ~100 frames per second; the node manages a few
             client.image_pub.publish(m)
@@ -48,10 +68,17 @@ def test_overload_drops_to_the_newest_frame_with_bounded_queue_and_memory(tiny_e
                 rss_start = node.rss_mb()
         with client._cond:
             after_last_publish = len(client.objects)
+        stop.set()
+        for t in pesters:
+            t.join(60)
         last = messages[-1].header.stamp
         result = client.result_for(stamp_ns(last), timeout=60)  # the newest frame is never dropped
         assert [o.id for o in result.objects] == [1]
         rss_end = node.rss_mb()
+
+        print(f"{len(answers)} service answers during the burst")
+        assert len(answers) >= 4 and all(ok for _, ok, _ in answers), answers
+        assert all(ids == [1] for kind, _, ids in answers if kind == "list"), answers
 
         stamps = [stamp_ns(m.header.stamp) for m in client.objects]
         assert stamps == sorted(set(stamps)), "results out of stamp order or repeated"
