@@ -91,6 +91,8 @@ class Sam2TrackerNode(LifecycleNode):
     # ----------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
         for p in params:
+            if p.name not in PARAMS_BY_NAME:  # rclpy's own (use_sim_time, qos overrides, ...)
+                continue
             error = validate_parameter(p.name, p.value)
             if error is None and self._worker is not None and PARAMS_BY_NAME[p.name].applies == CONFIGURE_TIME:
                 error = (f"{p.name} takes effect at configure; the node is configured: deactivate and clean it up "
@@ -422,7 +424,6 @@ def main(args=None) -> int:
     node = Sam2TrackerNode()
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
-    status = 0
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -439,7 +440,7 @@ def main(args=None) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return status
+    return 0
 
 
 if __name__ == "__main__":

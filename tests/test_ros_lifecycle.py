@@ -65,6 +65,7 @@ def test_configure_fails_cleanly_without_usable_engines(tracker_node, tmp_path, 
     assert node.trigger_configure() == FAILURE
     assert "configure failed" in capfd.readouterr().err
     assert state(node) == "unconfigured" and node._worker is None
+    assert set_param(node, "use_sim_time", True).successful  # rclpy's own parameters pass through
     # a bad value never gets in
     res = set_param(node, "backend", "tflite")
     assert not res.successful and "must be one of onnxruntime, torch, tensorrt" in res.reason
