@@ -61,8 +61,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import cv2
-
     from ros_support import Client, NodeProcess, image_msg, stamp_ns
+
     from sam2_ros.backends import load_backend
     from sam2_ros.tracker import Tracker
     from sam2_ros.video import iter_frames
@@ -96,7 +96,6 @@ def main() -> int:
     params.update(p.split("=", 1) for p in args.node_param)
     node = NodeProcess(log, params)
     from rclpy.qos import qos_profile_sensor_data
-
     from ros_support import RELIABLE
 
     client = Client("bench_client", image_qos=qos_profile_sensor_data if args.qos == "best_effort" else RELIABLE)
@@ -169,7 +168,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- |")
     print(row("bare Tracker.step", bare))
     print(row("node, lockstep: publish -> result", lockstep))
-    added = [n - b for n, b in zip(sorted(lockstep), sorted(bare))]  # quantiles of the difference
+    added = [n - b for n, b in zip(sorted(lockstep), sorted(bare), strict=False)]  # quantiles of the difference
     print(f"| node overhead (lockstep - bare, by rank) | {len(added)} | {statistics.mean(added) * 1000:.1f} | "
           f"{percentile(added, 50) * 1000:.1f} | {percentile(added, 95) * 1000:.1f} |")
     print(f"\nnode lockstep rate: {node_fps:.2f} FPS; inside the node over its last 5 s: image received -> "

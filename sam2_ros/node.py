@@ -181,7 +181,9 @@ class Sam2TrackerNode(LifecycleNode):
                 CompressedImage, "image/compressed", self._on_image, qos, callback_group=self._image_group
             )
         else:
-            self._image_sub = self.create_subscription(Image, "image", self._on_image, qos, callback_group=self._image_group)
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, qos, callback_group=self._image_group
+            )
         self._worker.start()
         self._state_label = "active"
         self.get_logger().info(f"active: listening on {self._image_sub.topic_name}")
@@ -377,7 +379,8 @@ class Sam2TrackerNode(LifecycleNode):
                 if info is not None:
                     st.label, st.num_prompts = info.label, info.num_prompts
                     st.first_prompt_frame_index = int(info.first_frame_index)
-                    st.first_prompt_stamp.sec, st.first_prompt_stamp.nanosec = divmod(info.first_stamp_ns, 1_000_000_000)
+                    first = st.first_prompt_stamp
+                    first.sec, first.nanosec = divmod(info.first_stamp_ns, 1_000_000_000)
                 objects.append(st)
         resp.objects = objects
         resp.message = f"{len(objects)} objects ({self._state_label})"

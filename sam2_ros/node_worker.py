@@ -23,8 +23,9 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class ObjectInfo:
 
 @dataclass
 class _Command:
-    fn: Callable[["TrackerWorker", int], Any]  # fn(worker, frame_stamp_ns) -> value, runs on the worker thread
+    fn: Callable[[TrackerWorker, int], Any]  # fn(worker, frame_stamp_ns) -> value, runs on the worker thread
     stamp_ns: int  # LATEST or an explicit stamp
     needs_frame: bool = True  # fails before the first frame (prompts), or not (remove, reset)
     done: threading.Event = field(default_factory=threading.Event)
@@ -218,7 +219,7 @@ class TrackerWorker:
     # ------------------------------------------------------------- commands
     def call(
         self,
-        fn: Callable[["TrackerWorker", int | None], Any],
+        fn: Callable[[TrackerWorker, int | None], Any],
         stamp_ns: int = LATEST,
         timeout: float = 10.0,
         needs_frame: bool = True,
@@ -306,14 +307,15 @@ class TrackerWorker:
                     return
                 commands = list(self._commands)
                 self._commands.clear()
-                frame = None
-                if not commands:
-                    frame, self._pending = self._pending, None
-                    if frame is not None:
-                        self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
-                        self.stats.queue_depth = 0
             for cmd in commands:  # commands first: they refer to the current frame
                 self._run_command(cmd)
+            # then the newest frame, even if more commands came meanwhile: a stream of
+            # service calls cannot starve the tracking (one batch of commands per frame)
+            with self._cond:
+                frame, self._pending = self._pending, None
+                if frame is not None:
+                    self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
+                    self.stats.queue_depth = 0
             if frame is not None:
                 self._process(frame)
 

@@ -34,7 +34,8 @@ def video_frames(shared_data: Path, n: int, wh: tuple[int, int] = TEST_WH) -> li
     """The first ``n`` frames of bedroom.mp4 as RGB uint8, resized to ``wh``."""
     from sam2_ros.video import iter_frames
 
-    return [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) for f in iter_frames(shared_data / "videos" / "bedroom.mp4", n)]
+    video = shared_data / "videos" / "bedroom.mp4"
+    return [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) for f in iter_frames(video, n)]
 
 
 def image_msg(rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8", frame_id: str = "camera"):
@@ -163,13 +164,15 @@ class Client:
     @staticmethod
     def _call_once(cli, request, timeout: float, what: str, retry_every: float | None = None):
         deadline = time.monotonic() + timeout
+        done = threading.Event()  # set by whichever request is answered first
+        futures = []
         while True:
-            done = threading.Event()
             future = cli.call_async(request)
             future.add_done_callback(lambda _: done.set())
-            wait = deadline - time.monotonic() if retry_every is None else min(retry_every, deadline - time.monotonic())
-            if done.wait(max(wait, 0.0)):
-                return future.result()
+            futures.append(future)
+            left = deadline - time.monotonic()
+            if done.wait(max(left if retry_every is None else min(retry_every, left), 0.0)):
+                return next(f for f in futures if f.done()).result()
             if time.monotonic() >= deadline:
                 raise AssertionError(f"service {what} did not answer in {timeout:.0f} s")
 

@@ -15,8 +15,8 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-
 from ros_support import Client, video_frames  # noqa: E402
+
 from sam2_ros.node import Sam2TrackerNode  # noqa: E402
 from sam2_ros_interfaces.srv import AddPrompt, ListObjects  # noqa: E402
 
@@ -91,7 +91,7 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
 
         # best effort may lose a sample: offer the frame until its result comes back
         got = []
-        for attempt in range(20):
+        for _ in range(20):
             client.image_pub.publish(image_msg(frame, 1_000_000_000))
             try:
                 got.append(client.result_for(1_000_000_000, timeout=10))
@@ -100,7 +100,8 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
                 continue
         assert got and got[0].header.frame_id == "camera"
         for oid in (-1, -1):
-            assert client.call(AddPrompt, "add_prompt", AddPrompt.Request(object_id=oid, box=[5.0, 5.0, 90.0, 90.0])).success
+            request = AddPrompt.Request(object_id=oid, box=[5.0, 5.0, 90.0, 90.0])
+            assert client.call(AddPrompt, "add_prompt", request).success
         full = client.call(AddPrompt, "add_prompt", AddPrompt.Request(object_id=-1, box=[5.0, 5.0, 90.0, 90.0]))
         assert not full.success and "max_objects=2" in full.message
         listed = client.call(ListObjects, "list_objects", ListObjects.Request())

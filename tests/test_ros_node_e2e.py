@@ -18,9 +18,9 @@ pytest.importorskip("rclpy")
 from geometry_msgs.msg import Point32  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from ros_support import REPO, Client, NodeProcess, image_msg, mask_iou, mask_of, stamp_ns, video_frames  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from ros_support import REPO, Client, NodeProcess, image_msg, mask_iou, mask_of, stamp_ns, video_frames  # noqa: E402
 from sam2_ros.backends import load_backend  # noqa: E402
 from sam2_ros.tracker import Tracker  # noqa: E402
 from sam2_ros_interfaces.srv import AddPrompt, ListObjects, RemoveObject, Reset  # noqa: E402
@@ -163,7 +163,7 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
         bad_images.append((m, "zero size"))
         for n, (m, error) in enumerate(bad_images, start=1):
             client.image_pub.publish(m)
-            client.wait_for(lambda: diag_values().get("frames_rejected") == str(n), 30, f"bad image {n} rejected")
+            client.wait_for(lambda n=n: diag_values().get("frames_rejected") == str(n), 30, f"bad image {n} rejected")
             assert error in diag_values()["last_error"]
         node.assert_alive()
         step(4)
