@@ -119,3 +119,40 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
         assert set_param(node, "max_objects", 5).successful  # unconfigured: allowed again
     finally:
         client.close()
+
+
+def test_compressed_transport(tracker_node, tiny_export_256, shared_data):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from ros_support import RELIABLE, set_stamp
+
+    node = tracker_node
+    for name, value in (("engine_dir", str(tiny_export_256)), ("image_transport", "compressed"),
+                        ("input_qos.reliability", "reliable")):
+        assert set_param(node, name, value).successful
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert node._image_sub.topic_name == "/image/compressed"
+    client = Client("compressed_client")
+    try:
+        pub = client.node.create_publisher(CompressedImage, "image/compressed", RELIABLE)
+        client.wait_for(lambda: pub.get_subscription_count() > 0 and client._objects_sub.get_publisher_count() > 0,
+                        30, "matching")
+        frame = video_frames(shared_data, 1)[0]
+        msg = CompressedImage(format="png")
+        msg.data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+        set_stamp(msg.header.stamp, 7_000_000_000)
+        msg.header.frame_id = "compressed_camera"
+        pub.publish(msg)
+        result = client.result_for(7_000_000_000, timeout=30)
+        assert result.header.frame_id == "compressed_camera" and result.frame_index == 0
+        reply = client.call(AddPrompt, "add_prompt", AddPrompt.Request(object_id=-1, box=[5.0, 5.0, 90.0, 90.0]))
+        assert reply.success and reply.object.mask.width == frame.shape[1]
+        bad = CompressedImage(format="jpeg")
+        bad.data = b"not an image"
+        set_stamp(bad.header.stamp, 8_000_000_000)
+        pub.publish(bad)
+        client.wait_for(lambda: node._worker.window_stats().rejected == 1, 30, "the corrupt image rejected")
+        assert "cannot decode compressed image" in node._worker.window_stats().last_error
+    finally:
+        client.close()
