@@ -14,9 +14,11 @@ setup(
         "onnxruntime": ["onnxruntime"],
         "export": ["torch", "onnx", "hydra-core", "iopath"],
     },
-    entry_points={"console_scripts": ["sam2-ros = sam2_ros.cli:main"]},
+    entry_points={"console_scripts": ["sam2-ros = sam2_ros.cli:main", "sam2_tracker = sam2_ros.node:main"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/sam2_ros"]),
         ("share/sam2_ros", ["package.xml"]),
+        ("share/sam2_ros/config", ["config/sam2_tracker.yaml", "config/fastdds_large_images.xml"]),
+        ("share/sam2_ros/launch", ["launch/sam2_tracker.launch.py"]),
     ],
 )

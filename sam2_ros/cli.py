@@ -318,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["build"]:  # all options belong to the TensorRT builder
         return cmd_build(argparse.Namespace(build_args=argv[1:]))
+    if argv[:1] == ["node"]:  # all arguments belong to ROS (--ros-args ...)
+        return cmd_node(argparse.Namespace(ros_args=argv[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
