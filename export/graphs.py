@@ -15,7 +15,6 @@ The same modules back the PyTorch backend, so ONNX and PyTorch run identical mat
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

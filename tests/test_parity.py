@@ -9,7 +9,6 @@ on two videos, one run at 1024.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from sam2_ros.backends import load_backend
 from sam2_ros.prompts_file import Prompt
@@ -19,7 +18,7 @@ from sam2_ros.video import read_frames
 from sam2_ros_export.models import build_video_predictor
 from sam2_ros_export.reference import run_official
 
-from conftest import SHARED_DATA, _checkpoint, _export, mask_iou
+from conftest import _checkpoint, _export, mask_iou
 
 
 def pts(*xy):
