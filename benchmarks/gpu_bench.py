@@ -412,16 +412,19 @@ def parity_run(model, image_size, checkpoint, onnx_dir, engine_dir, backends, fr
     from sam2_ros.runner import run_tracker
     from sam2_ros.tracker import Tracker
     from sam2_ros_export.models import build_video_predictor
-    from sam2_ros_export.reference import run_official
+    from sam2_ros_export.reference import official_fill_hole_area, run_official
 
     clicks = click_grid(n_objects, frames[0].shape[:2])
     prompts = [Prompt(0, oid, np.array([[x, y]], np.float32), np.array([1], np.int32)) for oid, (x, y) in enumerate(clicks, 1)]
-    ref = run_official(build_video_predictor(model, checkpoint, image_size=image_size, device="cuda"), frames, prompts)
+    predictor = build_video_predictor(model, checkpoint, image_size=image_size, device="cuda")
+    ref = run_official(predictor, frames, prompts)
+    fill = official_fill_hole_area(predictor)  # 8 with the official CUDA extension, else 0
     out = []
     for name in backends:
         try:
             backend = open_backend(name, onnx_dir, engine_dir, checkpoint)
-            run = run_tracker(Tracker(backend, max_objects=n_objects, num_frames=len(frames)), frames, prompts)
+            tracker = Tracker(backend, max_objects=n_objects, num_frames=len(frames), fill_hole_area=fill)
+            run = run_tracker(tracker, frames, prompts)
             out.append({"model": model, "image_size": image_size, "objects": n_objects, "backend": name,
                         "frames": len(frames), **mask_iou_stats(ref.masks, run.masks)})
         except Exception as e:  # noqa: BLE001 - reported, the run goes on

@@ -32,6 +32,17 @@ class ReferenceRun:
     frame_seconds: dict[int, float]  # wall time until each frame's output was yielded (last pass)
 
 
+def official_fill_hole_area(predictor) -> int:
+    """The hole-filling area the official predictor really applies here: its CUDA extension
+    fills holes of ``fill_hole_area`` pixels on GPU; without it (CPU, or a build without the
+    extension) the step is skipped with a warning, so the effective area is 0."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return 0
+    return int(predictor.fill_hole_area) if predictor.device.type == "cuda" else 0
+
+
 def _official_images(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
     from sam2.utils.misc import _load_img_as_tensor
 

@@ -89,12 +89,15 @@ def cmd_build(args) -> int:
         return _die(str(e))
 
 
-def _open_tracker(args, num_frames: int | None = None):
+def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int = 8):
     from sam2_ros.backends import load_backend
     from sam2_ros.tracker import Tracker
 
     backend = load_backend(args.engines, args.backend, **_backend_options(args))
-    return Tracker(backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames)
+    return Tracker(
+        backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames,
+        fill_hole_area=fill_hole_area,
+    )
 
 
 def cmd_track(args) -> int:
@@ -159,18 +162,20 @@ def compare_runs(ours, ref) -> dict:
 
 def cmd_compare(args) -> int:
     from sam2_ros.errors import Sam2RosError
+    from sam2_ros.manifest import load_manifest
     from sam2_ros.prompts_file import load_prompts
     from sam2_ros.runner import run_tracker
     from sam2_ros.video import read_frames
     from sam2_ros_export.models import build_video_predictor
-    from sam2_ros_export.reference import run_official
+    from sam2_ros_export.reference import official_fill_hole_area, run_official
 
     try:
         prompts = load_prompts(args.prompts)
         frames = read_frames(args.video, args.max_frames)
-        tracker = _open_tracker(args, num_frames=len(frames))
-        spec = tracker.spec
+        spec = load_manifest(args.engines).spec
         predictor = build_video_predictor(spec.model, args.checkpoint, image_size=spec.image_size, device="cpu")
+        # hole filling as the official predictor really does it here (none on CPU)
+        tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=official_fill_hole_area(predictor))
         ref = run_official(predictor, frames, prompts)
         ours = run_tracker(tracker, frames, prompts, keep_low_res=True)
     except (Sam2RosError, ValueError, FileNotFoundError) as e:

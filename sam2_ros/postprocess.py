@@ -28,3 +28,22 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
         if rows.size:
             boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     return boxes
+
+
+def fill_holes(low_res: np.ndarray, max_area: int) -> np.ndarray:
+    """Fill small holes of [n, h, w] mask logits in place, as the official predictor does on GPU.
+
+    Background regions (logit <= 0, 8-connected) of at most ``max_area`` pixels get the logit
+    0.1 (``sam2.utils.misc.fill_holes_in_mask_scores``; its CUDA kernel is replaced by OpenCV).
+    """
+    if max_area <= 0:
+        return low_res
+    for m in low_res:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((m <= 0).astype(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        small = stats[:, cv2.CC_STAT_AREA] <= max_area
+        small[0] = False  # label 0: foreground pixels
+        if small.any():
+            m[small[labels]] = 0.1
+    return low_res

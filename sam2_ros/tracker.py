@@ -19,7 +19,7 @@ import numpy as np
 from sam2_ros.backends.base import Backend, ImageFeatures
 from sam2_ros.errors import TrackerInputError
 from sam2_ros.memory_bank import MemoryBank
-from sam2_ros.postprocess import boxes_from_masks, masks_from_logits
+from sam2_ros.postprocess import boxes_from_masks, fill_holes, masks_from_logits
 from sam2_ros.preprocess import (
     downsample_mask,
     mask_prompt_logits,
@@ -68,6 +68,9 @@ class Tracker:
         num_frames: length of a finite clip, if known. SAM 2 scales object-pointer
             distances by ``min(num_frames, 16) - 1``; a live stream (None) uses 15,
             the official value for clips of 16 frames or more.
+        fill_hole_area: fill background holes of at most this many low-res pixels in each
+            mask (8: the official predictor on GPU; 0: the official predictor on CPU, where
+            its CUDA extension is missing and the step is skipped).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Tracker:
         cond_slots: int = 2,
         mask_threshold: float = 0.0,
         num_frames: int | None = None,
+        fill_hole_area: int = 8,
     ):
         if not isinstance(max_objects, int) or max_objects < 1:
             raise TrackerInputError(f"max_objects must be an int >= 1, got {max_objects!r}")
@@ -92,6 +96,9 @@ class Tracker:
         self._check_backend_limits(backend, max_objects, cond_slots)
         self.max_objects = max_objects
         self.mask_threshold = float(mask_threshold)
+        if not isinstance(fill_hole_area, int) or fill_hole_area < 0:
+            raise TrackerInputError(f"fill_hole_area must be an int >= 0, got {fill_hole_area!r}")
+        self.fill_hole_area = fill_hole_area
         max_ptrs = spec.max_obj_ptrs_in_encoder
         self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
         hw = spec.feat_size**2
@@ -248,6 +255,7 @@ class Tracker:
             self._staged_mem[:n] = mem
             self._staged[:n] = True
             self._low_res[:n] = out.low_res_masks
+            fill_holes(self._low_res[:n, 0], self.fill_hole_area)  # after the memory, as SAM 2 does
             self._score[:n] = out.object_score_logits
             self._iou[:n] = out.iou
             self._ptr[:n] = out.obj_ptr
@@ -345,6 +353,7 @@ class Tracker:
 
     def _store(self, row: int, low_res, score, iou, ptr) -> None:
         self._low_res[row] = low_res
+        fill_holes(self._low_res[row], self.fill_hole_area)
         self._score[row] = score
         self._iou[row] = iou
         self._ptr[row] = ptr

@@ -110,3 +110,19 @@ def test_write_frame_by_index_rows():
     b.write_frame(np.array([0, 2]), 4, np.stack([feats(1), feats(2)]), np.ones((2, 8), np.float32))
     assert b.mem_frame[:, 4 % b.recent].tolist() == [4, -1, 4]
     assert (b.mem_feats[2, 4 % b.recent] == 2).all()
+
+
+def test_fill_holes_fills_small_8_connected_background_regions_only():
+    from sam2_ros.postprocess import fill_holes
+
+    m = np.full((1, 20, 20), 5.0, np.float32)
+    m[0, 2:4, 2:4] = -3.0  # 4-px hole: filled
+    m[0, 10, 10] = -1.0  # diagonal pair: one 8-connected 2-px hole: filled
+    m[0, 11, 11] = -1.0
+    m[0, 14:17, 5:8] = -2.0  # 9-px hole: kept
+    m[0, :, 18:] = -4.0  # large background at the border: kept
+    out = fill_holes(m.copy(), 8)[0]
+    assert (out[2:4, 2:4] == 0.1).all() and out[10, 10] == 0.1 and out[11, 11] == 0.1
+    assert (out[14:17, 5:8] == -2.0).all() and (out[:, 18:] == -4.0).all()
+    assert (out[m[0] > 0] == 5.0).all()
+    assert np.array_equal(fill_holes(m.copy(), 0), m)

@@ -16,7 +16,7 @@ from sam2_ros.runner import run_tracker
 from sam2_ros.tracker import Tracker
 from sam2_ros.video import read_frames
 from sam2_ros_export.models import build_video_predictor
-from sam2_ros_export.reference import run_official
+from sam2_ros_export.reference import official_fill_hole_area, run_official
 
 from conftest import _checkpoint, _export, mask_iou
 
@@ -30,7 +30,8 @@ def run_both(export_dir, checkpoint, frames, prompts, backend="onnxruntime", **o
     spec = be.manifest.spec
     predictor = build_video_predictor(spec.model, checkpoint, image_size=spec.image_size)
     ref = run_official(predictor, frames, prompts)
-    ours = run_tracker(Tracker(be, max_objects=4, num_frames=len(frames)), frames, prompts, keep_low_res=True)
+    tracker = Tracker(be, max_objects=4, num_frames=len(frames), fill_hole_area=official_fill_hole_area(predictor))
+    ours = run_tracker(tracker, frames, prompts, keep_low_res=True)
     return ours, ref
 
 
