@@ -437,6 +437,11 @@ def main(args=None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001
+        # SIGTERM (launch, systemd) shuts the context down under a spinning executor, which can
+        # then fail with "context is not valid" instead of ExternalShutdownException: a clean stop.
+        if rclpy.ok():
+            raise
     finally:
         node._deactivate()
         node._cleanup()
