@@ -37,11 +37,6 @@ def _backend_options(args) -> dict:
     return opts
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0
-
-
 # -------------------------------------------------------------- subcommands
 def cmd_download(args) -> int:
     from sam2_ros_export.download import download_checkpoint
@@ -141,13 +136,15 @@ def cmd_track(args) -> int:
 
 def compare_runs(ours, ref) -> dict:
     """Per-frame/object agreement of our run with the official one (where the official tracks the object)."""
+    from sam2_ros.postprocess import mask_iou
+
     ious, diffs, sign_ok = [], [], []
     for k, oid in enumerate(ref.object_ids):
         kk = ours.object_ids.index(oid)
         for f in range(len(ours.frame_seconds)):
             if np.isnan(ref.scores[f, k]):
                 continue
-            ious.append(_iou(ours.masks[f, kk], ref.masks[f, k]))
+            ious.append(mask_iou(ours.masks[f, kk], ref.masks[f, k]))
             if ours.low_res is not None:
                 diffs.append(float(np.abs(ours.low_res[f, kk] - ref.low_res[f, k]).max()))
             sign_ok.append(bool((ours.scores[f, kk] > 0) == (ref.scores[f, k] > 0)))

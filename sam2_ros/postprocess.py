@@ -20,6 +20,12 @@ def masks_from_logits(low_res: np.ndarray, frame_hw: tuple[int, int], threshold:
     return out
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks; 1.0 when both are empty."""
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0
+
+
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """[n, H, W] bool -> [n, 4] float32 boxes (x0, y0, x1, y1), NaN where a mask is empty."""
     boxes = np.full((masks.shape[0], 4), np.nan, np.float32)

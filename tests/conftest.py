@@ -7,8 +7,9 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from sam2_ros.postprocess import mask_iou  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SAM2_ROS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -92,6 +93,3 @@ def bedroom_frames(shared_data):
     return read_frames(shared_data / "videos" / "bedroom.mp4", 12)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0

@@ -20,6 +20,8 @@ os.environ["ROS_DOMAIN_ID"] = os.environ.get("SAM2_ROS_TEST_DOMAIN_ID", str(1 + 
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from sam2_ros.postprocess import mask_iou  # noqa: E402,F401  (used by the ROS tests)
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -65,11 +67,6 @@ def mask_of(obj) -> np.ndarray:
     from sam2_ros.ros_convert import mask_from_image_msg
 
     return mask_from_image_msg(obj.mask)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
 class Client:
