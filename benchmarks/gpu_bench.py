@@ -15,7 +15,7 @@ per object, on a grid), measure per-frame latency (median, p99), FPS and device 
   ``vos_optimized=True`` (``torch.compile``), its masks copied to the host every frame like ours.
 
 It also measures dense FP16 matmul throughput, turns the FLOPs of a frame
-(:mod:`sam2_ros.flops`) into an analytic latency floor, runs a long stream to check that
+(:mod:`sam2_ros_export.flops`) into an analytic latency floor, runs a long stream to check that
 device memory stays flat, and compares masks with the official predictor in FP32 (parity).
 Writes ``results_gpu.json``, ``RESULTS_GPU.md`` and ``results_gpu.png``.
 
@@ -36,9 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2_ros.models import MODELS
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "bedroom.mp4"
-MODEL_ALIASES = {m: f"sam2.1_hiera_{m}" for m in ("tiny", "small", "base_plus", "large")}
+MODEL_ALIASES = {name.removeprefix("sam2.1_hiera_"): name for name in MODELS if name.startswith("sam2.1_")}
 OUR_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-fp16", "torch-bf16")
 OFFICIAL_BACKENDS = ("official-bf16", "official-vos")
 ALL_BACKENDS = OUR_BACKENDS + OFFICIAL_BACKENDS
@@ -368,14 +370,9 @@ def bench_ours(backend, frames, n_objects: int, warmup: int) -> dict:
 
 
 def build_official(model: str, checkpoint: Path, image_size: int, vos: bool):
-    from sam2.build_sam import build_sam2_video_predictor
+    from sam2_ros.backends.torch_backend.official import build_video_predictor
 
-    from sam2_ros_export.models import config_for, image_size_overrides
-
-    return build_sam2_video_predictor(
-        config_for(model), str(checkpoint), device="cuda", vos_optimized=vos,
-        hydra_overrides_extra=image_size_overrides(image_size) + ["++model.add_all_frames_to_correct_as_cond=true"],
-    )
+    return build_video_predictor(model, checkpoint, image_size=image_size, device="cuda", vos_optimized=vos)
 
 
 def bench_official(predictor, frames, n_objects: int, warmup: int) -> dict:
@@ -408,10 +405,10 @@ def bench_official(predictor, frames, n_objects: int, warmup: int) -> dict:
 
 def parity_run(model, image_size, checkpoint, onnx_dir, engine_dir, backends, frames, n_objects: int) -> list[dict]:
     """Masks of our tracker on each backend against the official predictor in FP32 on the GPU."""
-    from sam2_ros.prompts_file import Prompt
-    from sam2_ros.runner import run_tracker
+    from sam2_ros.io.prompts_file import Prompt
+    from sam2_ros.io.runner import run_tracker
     from sam2_ros.tracker import Tracker
-    from sam2_ros_export.models import build_video_predictor
+    from sam2_ros.backends.torch_backend.official import build_video_predictor
     from sam2_ros_export.reference import official_fill_hole_area, run_official
 
     clicks = click_grid(n_objects, frames[0].shape[:2])
@@ -464,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
               "(or --report-only results_gpu.json to redraw a saved report)", file=sys.stderr)
         return 2
 
-    from sam2_ros.flops import FlopModel, analytic_floor_ms, projection_table
-    from sam2_ros.video import read_frames
-    from sam2_ros_export.models import CHECKPOINT_URLS, random_checkpoint
+    from sam2_ros_export.flops import FlopModel, analytic_floor_ms, projection_table
+    from sam2_ros.io.video import read_frames
+    from sam2_ros.models import official_model
+    from sam2_ros_export.checkpoint import random_checkpoint
     from sam2_ros_export.onnx_export import export_model
 
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="sam2_bench_"))
@@ -488,14 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     results, parity, projections = [], [], []
     for alias in a.models:
         model = MODEL_ALIASES[alias]
-        ckpt = (Path(a.checkpoint_dir) / Path(CHECKPOINT_URLS[model]).name) if a.checkpoint_dir else \
+        ckpt = (Path(a.checkpoint_dir) / official_model(model).checkpoint_file) if a.checkpoint_dir else \
             random_checkpoint(model, 0, work / f"{model}.pt")
         for size in a.sizes:
             onnx_dir = work / f"{model}_{size}"
             export_model(model, ckpt, onnx_dir, image_size=size, verify=a.verify_export)
             engine_dir = None
             if trt_version and "tensorrt" in a.backends:
-                from sam2_ros_export.tensorrt_build import build_engines
+                from sam2_ros.backends.tensorrt.build import build_engines
 
                 engine_dir = work / f"{model}_{size}_trt"
                 build_engines(onnx_dir, engine_dir, max_objects=max(a.objects), timing_cache=work / "timing.cache")

@@ -65,7 +65,7 @@ def main() -> int:
 
     from sam2_ros.backends import load_backend
     from sam2_ros.tracker import Tracker
-    from sam2_ros.video import iter_frames
+    from sam2_ros.io.video import iter_frames
 
     engines = args.engines
     if engines is None:

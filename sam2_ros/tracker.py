@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sam2_ros.backends.base import Backend, ImageFeatures
-from sam2_ros.errors import TrackerInputError
+from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.memory_bank import MemoryBank
 from sam2_ros.postprocess import boxes_from_masks, fill_holes, masks_from_logits
 from sam2_ros.preprocess import (
@@ -129,16 +129,12 @@ class Tracker:
     @staticmethod
     def _check_backend_limits(backend: Backend, max_objects: int, cond_slots: int) -> None:
         """Engines with fixed maximum shapes (TensorRT profiles) must fit this tracker."""
-        limits = getattr(backend, "limits", None)
-        if not limits:
-            return
         spec = backend.manifest.spec
-        need = {
-            "objects": max_objects,
-            "mem_slots": spec.num_maskmem - 1 + cond_slots,
-            "ptr_slots": spec.max_obj_ptrs_in_encoder - 1 + cond_slots,
-        }
-        over = [f"{k} {v} > {limits[k]}" for k, v in need.items() if k in limits and v > limits[k]]
+        over = backend.limits.exceeded(
+            objects=max_objects,
+            mem_slots=spec.num_maskmem - 1 + cond_slots,
+            ptr_slots=spec.max_obj_ptrs_in_encoder - 1 + cond_slots,
+        )
         if over:
             raise TrackerInputError(
                 f"the {backend.name} engines were built for smaller shapes ({', '.join(over)}): "
@@ -158,6 +154,10 @@ class Tracker:
         self._frame_hw: tuple[int, int] | None = None
         self._feats: ImageFeatures | None = None
 
+    def close(self) -> None:
+        """Release the backend (sessions, engines, device memory). The tracker is unusable afterwards."""
+        self.backend.close()
+
     @property
     def object_ids(self) -> list[int]:
         return sorted(self._ids)
@@ -175,9 +175,7 @@ class Tracker:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
             raise TrackerInputError(f"frame must have shape [H, W, 3] with H, W >= 1, got {frame.shape}")
         if self._frame_hw is not None and frame.shape[:2] != self._frame_hw:
-            raise TrackerInputError(
-                f"frame size changed from {self._frame_hw} to {frame.shape[:2]}; call reset() before changing resolution"
-            )
+            raise FrameSizeChanged(self._frame_hw, frame.shape[:2])
 
     def _check_object_id(self, object_id) -> int:
         if isinstance(object_id, (bool, np.bool_)) or not isinstance(object_id, (int, np.integer)):
@@ -235,6 +233,9 @@ class Tracker:
             coords.append(p)
             labs.append(lab.astype(np.int32))
         c = scale_points(np.concatenate(coords), (h, w), s)
+        over = self.backend.limits.exceeded(points=len(c))
+        if over:
+            raise TrackerInputError(f"too many prompt points for the {self.backend.name} engines ({over[0]}, a box counts 2)")
         return _Prompt(coords=c, labels=np.concatenate(labs).astype(np.int32))
 
     # -------------------------------------------------------------- per frame
@@ -251,7 +252,7 @@ class Tracker:
         if n:
             t = self.frame_index
             inp = self.bank.attention_inputs(0, n, t, self.ptr_span)
-            out, mem = self.backend.track_step(self._feats, inp.as_dict(), self._use_multimask(False, 0))
+            out, mem = self.backend.track_step(self._feats, inp, self._use_multimask(False, 0))
             self._staged_mem[:n] = mem
             self._staged[:n] = True
             self._low_res[:n] = out.low_res_masks

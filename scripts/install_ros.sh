@@ -33,7 +33,7 @@ endif()' >/dev/null 2>&1; then
 fi
 
 # Rebuild the interfaces only when their sources changed since the last install.
-src="$repo/sam2_ros_interfaces"
+src="$repo/msg"
 hash="$(cd "$src" && cat package.xml CMakeLists.txt pyproject.toml msg/*.msg srv/*.srv | sha256sum | cut -d' ' -f1)"
 prefix="$("$py" -c 'import sys; print(sys.prefix)')"
 stamp="$prefix/share/sam2_ros_interfaces/source.sha256"

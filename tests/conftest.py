@@ -33,7 +33,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 def _checkpoint(artifacts: Path, model: str, seed: int = 0) -> Path:
-    from sam2_ros_export.models import random_checkpoint
+    from sam2_ros_export.checkpoint import random_checkpoint
 
     path = artifacts / f"{model}_seed{seed}.pt"
     if not path.is_file():
@@ -88,7 +88,7 @@ def hard_export_256(artifacts, hard_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def bedroom_frames(shared_data):
-    from sam2_ros.video import read_frames
+    from sam2_ros.io.video import read_frames
 
     return read_frames(shared_data / "videos" / "bedroom.mp4", 12)
 

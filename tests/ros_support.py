@@ -34,7 +34,7 @@ TEST_WH = (480, 270)
 
 def video_frames(shared_data: Path, n: int, wh: tuple[int, int] = TEST_WH) -> list[np.ndarray]:
     """The first ``n`` frames of bedroom.mp4 as RGB uint8, resized to ``wh``."""
-    from sam2_ros.video import iter_frames
+    from sam2_ros.io.video import iter_frames
 
     video = shared_data / "videos" / "bedroom.mp4"
     return [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) for f in iter_frames(video, n)]
@@ -64,7 +64,7 @@ def stamp_ns(stamp) -> int:
 
 def mask_of(obj) -> np.ndarray:
     """TrackedObject.mask -> bool [H, W]."""
-    from sam2_ros.ros_convert import mask_from_image_msg
+    from sam2_ros.ros.convert import mask_from_image_msg
 
     return mask_from_image_msg(obj.mask)
 
@@ -207,10 +207,10 @@ def _idempotent(srv_type) -> bool:
 
 
 class NodeProcess:
-    """The tracker node in its own process (`python -m sam2_ros.node`), stopped with SIGINT."""
+    """The tracker node in its own process (`python -m sam2_ros.ros.node`), stopped with SIGINT."""
 
     def __init__(self, log_path: Path, params: dict, params_file: Path | None = None):
-        args = [sys.executable, "-m", "sam2_ros.node", "--ros-args"]
+        args = [sys.executable, "-m", "sam2_ros.ros.node", "--ros-args"]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
         for k, v in params.items():

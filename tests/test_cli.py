@@ -1,4 +1,4 @@
-"""The command-line contract (DESIGN.md section 6), run as a user would: subprocesses."""
+"""The command-line contract (README.md, "Command line"), run as a user would: subprocesses."""
 
 import json
 import subprocess
@@ -69,7 +69,7 @@ def test_demo_on_random_weights_runs_end_to_end(tmp_path):
 
 
 def test_build_without_tensorrt_says_so(tiny_export_256, tmp_path):
-    pytest.importorskip("sam2_ros_export.tensorrt_build")
+    pytest.importorskip("sam2_ros.backends.tensorrt.build")
     try:
         import tensorrt  # noqa: F401
     except ImportError:

@@ -8,8 +8,9 @@ import torch
 
 from sam2_ros.backends import load_backend
 from sam2_ros.errors import EngineError
-from sam2_ros.manifest import GRAPH_NAMES, load_manifest
-from sam2_ros_export.models import build_video_predictor
+from sam2_ros.graph_io import GRAPH_NAMES
+from sam2_ros.manifest import load_manifest
+from sam2_ros.backends.torch_backend.official import build_video_predictor
 from sam2_ros_export.onnx_export import _example_inputs, graph_specs, verify_graph
 
 from conftest import _checkpoint, _export

@@ -12,7 +12,7 @@ pytest.importorskip("sam2")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from sam2_ros.flops import (  # noqa: E402
+from sam2_ros_export.flops import (  # noqa: E402
     DEVICE_TFLOPS_FP16,
     FlopModel,
     analytic_floor_ms,

@@ -8,7 +8,7 @@ import numpy as np
 
 from sam2_ros.backends import load_backend
 from sam2_ros.tracker import Tracker
-from sam2_ros.video import iter_frames
+from sam2_ros.io.video import iter_frames
 
 
 def rss_bytes() -> int:

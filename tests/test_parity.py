@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from sam2_ros.backends import load_backend
-from sam2_ros.prompts_file import Prompt
-from sam2_ros.runner import run_tracker
+from sam2_ros.io.prompts_file import Prompt
+from sam2_ros.io.runner import run_tracker
 from sam2_ros.tracker import Tracker
-from sam2_ros.video import read_frames
-from sam2_ros_export.models import build_video_predictor
+from sam2_ros.io.video import read_frames
+from sam2_ros.backends.torch_backend.official import build_video_predictor
 from sam2_ros_export.reference import official_fill_hole_area, run_official
 
 from conftest import _checkpoint, _export, mask_iou

@@ -13,7 +13,7 @@ from ros_support import image_msg, mask_of, video_frames  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from sam2_ros import ros_convert as rc  # noqa: E402
+from sam2_ros.ros import convert as rc  # noqa: E402
 from sam2_ros.tracker import FrameResult  # noqa: E402
 from sam2_ros_interfaces.msg import TrackedObjects  # noqa: E402
 

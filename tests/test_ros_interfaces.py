@@ -53,7 +53,7 @@ def test_registered_in_the_ament_index_from_this_source(monkeypatch):
 
     share = Path(get_package_share_directory("sam2_ros_interfaces"))
     for rel in ("msg/TrackedObjects.msg", "srv/AddPrompt.srv", "package.xml"):
-        assert (share / rel).read_text() == (REPO / "sam2_ros_interfaces" / rel).read_text(), (
+        assert (share / rel).read_text() == (REPO / "msg" / rel).read_text(), (
             f"{rel} differs from the source: run scripts/install_ros.sh to rebuild the interfaces")
 
 

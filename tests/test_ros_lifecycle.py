@@ -17,7 +17,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from ros_support import Client, video_frames  # noqa: E402
 
-from sam2_ros.node import Sam2TrackerNode  # noqa: E402
+from sam2_ros.ros.node import Sam2TrackerNode  # noqa: E402
 from sam2_ros_interfaces.srv import AddPrompt, ListObjects  # noqa: E402
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -114,8 +114,11 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
         # deactivating keeps the objects
         assert [o.id for o in client.call(ListObjects, "list_objects", ListObjects.Request()).objects] == [1, 2]
 
+        backend = node._worker.tracker.backend
+        assert backend.sessions
         assert node.trigger_cleanup() == SUCCESS and state(node) == "unconfigured"
         assert node._worker is None and node._tracker_services == [] and node._outputs == {}
+        assert backend.sessions == {}  # released at cleanup, not left to the garbage collector
         assert set_param(node, "max_objects", 5).successful  # unconfigured: allowed again
     finally:
         client.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sam2_ros.node_params import PARAMS, PARAMS_BY_NAME, flatten, load_params_file, validate_parameter
+from sam2_ros.ros.params import PARAMS, PARAMS_BY_NAME, flatten, load_params_file, validate_parameter
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "sam2_tracker.yaml"
@@ -80,15 +80,15 @@ def test_package_xml_declares_what_the_node_imports():
 
     deps = set(re.findall(r"<exec_depend>([^<]+)</exec_depend>", (REPO / "package.xml").read_text()))
     imported = set()
-    for f in ("node.py", "ros_convert.py", "node_params.py"):
-        src = (REPO / "sam2_ros" / f).read_text()
+    for f in (REPO / "sam2_ros" / "ros").glob("*.py"):
+        src = f.read_text()
         imported |= set(re.findall(r"^\s*(?:from|import) (\w+)", src, re.M))
     ros_imports = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "cv_bridge")}
     assert ros_imports <= deps, ros_imports - deps
 
 
 def test_docs_show_the_current_parameter_table():
-    from sam2_ros.node_params import markdown_table
+    from sam2_ros.ros.params import markdown_table
 
     assert markdown_table() in (REPO / "docs" / "ROS.md").read_text(), (
-        "docs/ROS.md: paste the output of sam2_ros.node_params.markdown_table()")
+        "docs/ROS.md: paste the output of sam2_ros.ros.params.markdown_table()")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sam2_ros.backends import load_backend
-from sam2_ros.node_worker import LATEST, CommandError, FrameStatus, TrackerWorker
+from sam2_ros.ros.worker import LATEST, CommandError, FrameStatus, TrackerWorker
 from sam2_ros.tracker import Tracker
 
 S = 1_000_000_000  # one second in ns: frame k has stamp (k + 1) s
@@ -60,7 +60,7 @@ class GatedStream:
 
 @pytest.fixture(scope="module")
 def frames(shared_data):
-    from sam2_ros.video import iter_frames
+    from sam2_ros.io.video import iter_frames
 
     return [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA)
             for f in iter_frames(shared_data / "videos" / "bedroom.mp4", 6)]

@@ -25,7 +25,7 @@ pytest.importorskip("sam2")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from sam2_ros.backends import load_backend  # noqa: E402
-from sam2_ros.backends.tensorrt_backend import (  # noqa: E402
+from sam2_ros.backends.tensorrt.backend import (  # noqa: E402
     MANIFEST_KEY,
     check_engine_compatibility,
     engine_file_problems,
@@ -34,8 +34,9 @@ from sam2_ros.backends.tensorrt_backend import (  # noqa: E402
     strided_rows,
 )
 from sam2_ros.errors import EngineError  # noqa: E402
-from sam2_ros.manifest import GRAPH_NAMES, load_manifest  # noqa: E402
-from sam2_ros_export.tensorrt_build import (  # noqa: E402
+from sam2_ros.graph_io import GRAPH_NAMES
+from sam2_ros.manifest import load_manifest  # noqa: E402
+from sam2_ros.backends.tensorrt.build import (  # noqa: E402
     attention_fusion_report,
     engine_manifest_entry,
     fp16_overflow_audit,
@@ -80,7 +81,7 @@ def run(model, feeds):
 
 # ------------------------------------------------------------------ precision plan
 def test_plan_keeps_normalisation_softmax_and_sums_in_fp32(models):
-    from sam2_ros_export.tensorrt_build import _tensor_types
+    from sam2_ros.backends.tensorrt.build import _tensor_types
 
     for g, model in models.items():
         plan = precision_plan(model)
@@ -123,7 +124,7 @@ def test_mixed_precision_graph_is_valid_fp16_and_close_to_fp32(models, manifest,
     io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in [*m.graph.input, *m.graph.output]]  # noqa: E731
     assert io(mixed) == io(model)
     # every matrix product and convolution computes in FP16 (its inputs are FP16 tensors)
-    from sam2_ros_export.tensorrt_build import _tensor_types
+    from sam2_ros.backends.tensorrt.build import _tensor_types
 
     types = _tensor_types(mixed)
     heavy = [n for n in mixed.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose")]
@@ -422,7 +423,7 @@ def _gpu_or_skip():
 @pytest.fixture(scope="module")
 def engines(export_dir, tmp_path_factory):
     _gpu_or_skip()
-    from sam2_ros_export.tensorrt_build import build_engines
+    from sam2_ros.backends.tensorrt.build import build_engines
 
     root = tmp_path_factory.mktemp("engines")
     cache = root / "timing.cache"
@@ -483,8 +484,8 @@ def test_gpu_track_step_and_cuda_graphs_equal_separate_calls(engines, manifest):
 
 
 def test_gpu_tracker_on_video_matches_onnxruntime_and_memory_is_flat(engines, export_dir, bedroom_frames):
-    from sam2_ros.prompts_file import Prompt
-    from sam2_ros.runner import run_tracker
+    from sam2_ros.io.prompts_file import Prompt
+    from sam2_ros.io.runner import run_tracker
     from sam2_ros.tracker import Tracker
 
     frames = bedroom_frames

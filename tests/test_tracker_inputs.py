@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam2_ros.backends import load_backend
-from sam2_ros.errors import TrackerInputError
+from sam2_ros.backends import ShapeLimits, load_backend
+from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.tracker import Tracker
 
 
@@ -198,9 +198,36 @@ def test_results_follow_object_id_order_and_contract(backend, frames):
 def test_engines_smaller_than_the_tracker_are_refused(tiny_export_256):
     """Backends with fixed maximum shapes (TensorRT profiles) report `limits`; the tracker checks them."""
     be = load_backend(tiny_export_256)
-    be.limits = {"objects": 4, "mem_slots": 8, "ptr_slots": 17, "points": 8}
-    Tracker(be, max_objects=4, cond_slots=2)
+    be.limits = ShapeLimits(objects=4, mem_slots=8, ptr_slots=17, points=3)
+    tr = Tracker(be, max_objects=4, cond_slots=2)
     with pytest.raises(TrackerInputError, match="objects 5 > 4"):
         Tracker(be, max_objects=5)
     with pytest.raises(TrackerInputError, match="mem_slots 9 > 8"):
         Tracker(be, max_objects=2, cond_slots=3)
+    # a prompt with more points than the engines take (a box counts 2) is refused before it runs
+    tr.step(np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(TrackerInputError, match="points 4 > 3"):
+        tr.add_prompt(1, points=[[10, 10], [20, 20]], labels=[1, 0], box=[5, 5, 50, 40])
+    assert tr.object_ids == []
+    tr.add_prompt(1, points=[[10, 10]], labels=[1], box=[5, 5, 50, 40])
+    assert tr.object_ids == [1]
+
+
+def test_close_releases_the_backend(tiny_export_256):
+    be = load_backend(tiny_export_256)
+    tr = Tracker(be, max_objects=1)
+    assert be.sessions
+    tr.close()
+    assert be.sessions == {}
+    be.close()  # twice is fine
+
+
+def test_a_new_frame_size_is_its_own_error_type(backend, frames):
+    """Callers (the node's worker) tell a resolution change from other bad frames by type, not by message."""
+    tr = started(backend, frames)
+    h, w = frames[0].shape[:2]
+    with pytest.raises(FrameSizeChanged) as e:
+        tr.step(frames[2][: h // 2])
+    assert isinstance(e.value, TrackerInputError)
+    assert e.value.old_hw == (h, w) and e.value.new_hw == (h // 2, w)
+    assert tr.frame_index == 1 and tr.object_ids == [1, 2]

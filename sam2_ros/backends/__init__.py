@@ -1,38 +1,82 @@
-"""Backends behind one protocol (:class:`~sam2_ros.backends.base.Backend`), chosen by name."""
+"""Backends behind one protocol (:class:`~sam2_ros.backends.base.Backend`), chosen by name.
+
+The table :data:`BACKEND_INFO` is the one list of backends: the CLI's choices, the node's
+``backend`` parameter and :func:`load_backend` read it. :func:`backend_options` maps the
+settings users give (CLI flags, node parameters) to the options of the chosen backend, so
+no caller needs to know which backend takes which option.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
-from sam2_ros.backends.base import Backend, DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import Backend, DecoderOutput, ImageFeatures, ShapeLimits, Tensor
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import load_manifest
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One backend: where its class lives, the options it takes and what it needs installed."""
+
+    name: str
+    module: str
+    cls: str
+    options: tuple[str, ...]
+    needs: str
+
+
+BACKEND_INFO: dict[str, BackendInfo] = {
+    b.name: b
+    for b in (
+        BackendInfo("onnxruntime", "sam2_ros.backends.onnxruntime_backend", "OnnxRuntimeBackend",
+                    ("providers", "intra_op_threads"), "onnxruntime (onnxruntime-gpu for the cuda/tensorrt providers)"),
+        BackendInfo("torch", "sam2_ros.backends.torch_backend", "TorchBackend",
+                    ("checkpoint", "device"), "torch and the official sam2 package"),
+        BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
+                    ("device", "use_cuda_graph"), "tensorrt and cuda-python on an NVIDIA GPU"),
+    )
+}
+BACKENDS: tuple[str, ...] = tuple(BACKEND_INFO)
+
+
+def backend_options(backend: str, **settings) -> dict:
+    """The options of ``backend`` among ``settings``; unset ones (None, empty, 0) are left out.
+
+    ``backend_options("onnxruntime", providers=["cuda"], checkpoint=None)`` -> ``{"providers": ["cuda"]}``.
+    """
+    info = _info(backend)
+    return {k: v for k, v in settings.items() if k in info.options and v not in (None, "", 0, [], ())}
 
 
 def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options) -> Backend:
     """Open the export in ``engine_dir`` with ``backend``; raises :class:`EngineError` with the reason.
 
     Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``;
-    torch: ``checkpoint``, ``device``; tensorrt: see :mod:`sam2_ros.backends.tensorrt_backend`.
+    torch: ``checkpoint``, ``device``; tensorrt: ``device``, ``use_cuda_graph``.
     """
+    info = _info(backend)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise EngineError(f"the {backend} backend takes no option {', '.join(unknown)}; it takes {', '.join(info.options)}")
     manifest = load_manifest(engine_dir)
-    if backend == "onnxruntime":
-        from sam2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(manifest, **options)
-    if backend == "torch":
-        from sam2_ros.backends.torch_backend import TorchBackend
-
-        return TorchBackend(manifest, **options)
-    if backend == "tensorrt":
-        try:
-            from sam2_ros.backends.tensorrt_backend import TensorRTBackend
-        except ImportError as e:
-            raise EngineError(f"the tensorrt backend is not available: {e}") from e
-        return TensorRTBackend(manifest, **options)
-    raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        cls = getattr(importlib.import_module(info.module), info.cls)
+    except ImportError as e:
+        raise EngineError(f"the {backend} backend needs {info.needs}: {e}") from e
+    return cls(manifest, **options)
 
 
-__all__ = ["Backend", "DecoderOutput", "ImageFeatures", "load_backend", "BACKENDS"]
+def _info(backend: str) -> BackendInfo:
+    try:
+        return BACKEND_INFO[backend]
+    except KeyError:
+        raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
+
+
+__all__ = [
+    "Backend", "BackendInfo", "BACKEND_INFO", "BACKENDS", "DecoderOutput", "ImageFeatures", "ShapeLimits", "Tensor",
+    "backend_options", "load_backend",
+]

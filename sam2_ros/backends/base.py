@@ -1,9 +1,10 @@
-"""The protocol every backend implements: the four SAM 2 graphs on host arrays.
+"""The protocol every backend implements: the four SAM 2 graphs, their limits, and closing.
 
-All arrays are numpy float32 (int64 / int32 / bool where named) in the graph layouts
-documented in ``sam2_ros_export.graphs``. ``ImageFeatures`` and the ``pix_feat``
-returned by ``attend_memory`` are whatever the backend keeps (host arrays on CPU, device buffers
-on GPU backends); the tracker only passes them back to the same backend.
+Graph inputs and outputs follow the layouts and names of :mod:`sam2_ros.graph_io`. Arrays the
+tracker builds (prompts, flags, the memory bank's views) are host numpy arrays. What a backend
+returns as a :data:`Tensor` (image features, the memory-conditioned ``pix_feat``) is opaque:
+a numpy array on CPU backends, a ``torch.Tensor``, an ONNX Runtime ``OrtValue`` or a TensorRT
+device buffer elsewhere. The tracker only hands it back to the same backend.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from sam2_ros.graph_io import MASK_DECODER
 from sam2_ros.manifest import Manifest
+from sam2_ros.memory_bank import AttentionInputs
+
+#: A backend's own array type; only the backend that made it interprets it.
+Tensor = Any
 
 
 @dataclass
 class ImageFeatures:
     """One frame's encoder outputs, kept by the backend in its own memory."""
 
-    feat_s0: Any
-    feat_s1: Any
-    image_embed: Any
+    feat_s0: Tensor
+    feat_s1: Tensor
+    image_embed: Tensor
 
 
 @dataclass
@@ -33,10 +39,42 @@ class DecoderOutput:
     object_score_logits: np.ndarray  # [B,1]
 
 
+@dataclass(frozen=True)
+class ShapeLimits:
+    """The largest shapes a backend accepts; ``None``: no limit (ONNX Runtime, PyTorch).
+
+    Engines built for fixed maximum shapes (TensorRT optimisation profiles) report theirs, and
+    the tracker refuses a configuration that would exceed them.
+    """
+
+    objects: int | None = None
+    points: int | None = None
+    mem_slots: int | None = None
+    ptr_slots: int | None = None
+
+    def exceeded(self, **need: int) -> list[str]:
+        """``["objects 9 > 8", ...]`` for every needed size above its limit."""
+        out = []
+        for key, value in need.items():
+            limit = getattr(self, key)
+            if limit is not None and value > limit:
+                out.append(f"{key} {value} > {limit}")
+        return out
+
+
+UNLIMITED = ShapeLimits()
+
+
 @runtime_checkable
 class Backend(Protocol):
+    """Runs the four graphs of one export. Construct through :func:`sam2_ros.backends.load_backend`."""
+
     name: str
     manifest: Manifest
+
+    @property
+    def limits(self) -> ShapeLimits:
+        """The largest shapes the backend accepts."""
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         """image [1,3,S,S] normalised -> features of the frame."""
@@ -50,13 +88,13 @@ class Backend(Protocol):
         obj_ptrs: np.ndarray,
         ptr_tpos: np.ndarray,
         ptr_valid: np.ndarray,
-    ) -> np.ndarray:
+    ) -> Tensor:
         """-> pix_feat [B,256,h,w]: the frame embedding conditioned on each object's memory."""
 
     def decode(
         self,
         feats: ImageFeatures,
-        pix_feat: np.ndarray,
+        pix_feat: Tensor,
         no_mem: np.ndarray,
         point_coords: np.ndarray,
         point_labels: np.ndarray,
@@ -78,20 +116,33 @@ class Backend(Protocol):
     def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
         """The frame embedding [1,256,h,w] as a host array (first prompted frame of an object)."""
 
-    def track_step(self, feats: ImageFeatures, attention_inputs: dict, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
+    def track_step(
+        self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool
+    ) -> tuple[DecoderOutput, np.ndarray]:
         """One tracking step of ``n`` objects: attend -> decode (no prompt) -> encode memory.
 
         Returns the decoder outputs and maskmem [n,h*w,64]. GPU backends fuse it (one launch).
         """
 
+    def close(self) -> None:
+        """Free what the backend holds (sessions, engines, device memory). Safe to call twice."""
+
+
+def decoder_feeds(feats: ImageFeatures, *inputs) -> dict:
+    """The mask decoder's feeds by name: the frame's ``feat_s0``/``feat_s1`` and the other inputs in order."""
+    pix_feat, *rest = inputs
+    return MASK_DECODER.feeds(pix_feat, feats.feat_s0, feats.feat_s1, *rest)
+
 
 class ComposedTrackStep:
     """``track_step`` from the four graph calls, for backends that do not fuse it."""
 
-    def track_step(self, feats: ImageFeatures, attention_inputs: dict, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
-        n = attention_inputs["mem_valid"].shape[0]
+    def track_step(
+        self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool
+    ) -> tuple[DecoderOutput, np.ndarray]:
+        n = attention_inputs.mem_valid.shape[0]
         lr = self.manifest.spec.low_res_size
-        pix = self.attend_memory(feats, **attention_inputs)
+        pix = self.attend_memory(feats, **attention_inputs.as_dict())
         zeros = np.zeros(n, np.float32)
         out = self.decode(
             feats, pix, zeros, np.zeros((n, 1, 2), np.float32), np.full((n, 1), -1, np.int32),

@@ -6,9 +6,10 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import ComposedTrackStep, DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
 from sam2_ros.errors import EngineError
-from sam2_ros.manifest import GRAPH_NAMES, Manifest
+from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ENCODER
+from sam2_ros.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     """
 
     name = "onnxruntime"
+    limits: ShapeLimits = UNLIMITED
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0):
         import onnxruntime as ort
@@ -61,15 +63,16 @@ class OnnxRuntimeBackend(ComposedTrackStep):
 
     def _check_io(self) -> None:
         for g, sess in self.sessions.items():
-            expected = set(self.manifest.data["graphs"][g]["inputs"])
-            got = {i.name for i in sess.get_inputs()}
-            if expected != got:
-                raise EngineError(f"{g}.onnx inputs {sorted(got)} do not match the manifest {sorted(expected)}")
+            for kind, got in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs())):
+                expected = set(getattr(GRAPHS[g], kind)) | set(self.manifest.data["graphs"][g][kind])
+                names = {i.name for i in got}
+                if expected != names:
+                    raise EngineError(f"{g}.onnx {kind} {sorted(names)} do not match {sorted(expected)} (re-export)")
 
     # -------------------------------------------------------------- running
     def _run(self, graph: str, feeds: dict, keep_on_device: tuple[str, ...] = ()) -> list:
         sess = self.sessions[graph]
-        outputs = [o.name for o in sess.get_outputs()]
+        outputs = GRAPHS[graph].outputs
         if not self.on_gpu:
             return sess.run(outputs, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         import onnxruntime as ort
@@ -90,8 +93,7 @@ class OnnxRuntimeBackend(ComposedTrackStep):
         return [v if o in keep_on_device else v.numpy() for o, v in zip(outputs, vals)]
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
-        s0, s1, emb = self._run("image_encoder", {"image": image}, keep_on_device=("feat_s0", "feat_s1", "image_embed"))
-        return ImageFeatures(s0, s1, emb)
+        return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))
 
     def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
         emb = feats.image_embed
@@ -100,28 +102,21 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
         return self._run(
             "memory_attention",
-            {
-                "image_embed": feats.image_embed, "mem_feats": mem_feats, "mem_tpos_row": mem_tpos_row,
-                "mem_valid": mem_valid, "obj_ptrs": obj_ptrs, "ptr_tpos": ptr_tpos, "ptr_valid": ptr_valid,
-            },
+            MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
         )[0]
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._run(
             "mask_decoder",
-            {
-                "pix_feat": pix_feat, "feat_s0": feats.feat_s0, "feat_s1": feats.feat_s1, "no_mem": no_mem,
-                "point_coords": point_coords, "point_labels": point_labels, "mask_input": mask_input,
-                "has_mask": has_mask, "multimask": multimask,
-            },
+            decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask),
         )
         return DecoderOutput(*out)
 
     def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
         return self._run(
-            "memory_encoder",
-            {
-                "image_embed": feats.image_embed, "low_res_masks": low_res_masks,
-                "binarize": binarize, "object_score_logits": object_score_logits,
-            },
+            "memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits),
         )[0]
+
+    def close(self) -> None:
+        """Release the ONNX Runtime sessions (and their memory). Safe to call twice."""
+        self.sessions = {}

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from sam2_ros.prompts_file import Prompt, prompts_by_frame
+from sam2_ros.io.prompts_file import Prompt, prompts_by_frame
 
 
 @dataclass

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME, MANIFEST_VERSION, file_sha256
-from sam2_ros_export.graphs import (
+from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS
+from sam2_ros.manifest import MANIFEST_NAME, MANIFEST_VERSION, file_sha256
+from sam2_ros.backends.torch_backend.graphs import (
     ImageEncoderGraph,
     MaskDecoderGraph,
     MemoryAttentionGraph,
@@ -22,7 +23,7 @@ from sam2_ros_export.graphs import (
     model_constants,
     model_flags,
 )
-from sam2_ros_export.models import build_video_predictor
+from sam2_ros.backends.torch_backend.official import build_video_predictor
 
 log = logging.getLogger(__name__)
 
@@ -75,44 +76,17 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: 
 
 
 def graph_specs(sam: torch.nn.Module, flags: dict) -> list[GraphSpec]:
+    """The four graphs to export: their modules, example inputs, and names/axes from :mod:`sam2_ros.graph_io`."""
     ex = _example_inputs(flags)
-    pick = lambda *names: {n: ex[n] for n in names}  # noqa: E731
-    obj = {0: "objects"}
+    modules = {
+        "image_encoder": ImageEncoderGraph(sam),
+        "memory_attention": MemoryAttentionGraph(sam, flags["image_size"]),
+        "mask_decoder": MaskDecoderGraph(sam),
+        "memory_encoder": MemoryEncoderGraph(sam, flags["image_size"]),
+    }
     return [
-        GraphSpec(
-            "image_encoder", ImageEncoderGraph(sam), pick("image"),
-            ["feat_s0", "feat_s1", "image_embed"], {},
-        ),
-        GraphSpec(
-            "memory_attention", MemoryAttentionGraph(sam, flags["image_size"]),
-            pick("image_embed", "mem_feats", "mem_tpos_row", "mem_valid", "obj_ptrs", "ptr_tpos", "ptr_valid"),
-            ["pix_feat"],
-            {
-                "mem_feats": {0: "objects", 1: "mem_slots"},
-                "mem_tpos_row": {0: "objects", 1: "mem_slots"},
-                "mem_valid": {0: "objects", 1: "mem_slots"},
-                "obj_ptrs": {0: "objects", 1: "ptr_slots"},
-                "ptr_tpos": {0: "objects", 1: "ptr_slots"},
-                "ptr_valid": {0: "objects", 1: "ptr_slots"},
-                "pix_feat": obj,
-            },
-        ),
-        GraphSpec(
-            "mask_decoder", MaskDecoderGraph(sam),
-            pick("pix_feat", "feat_s0", "feat_s1", "no_mem", "point_coords", "point_labels", "mask_input", "has_mask", "multimask"),
-            ["low_res_masks", "iou", "obj_ptr", "object_score_logits"],
-            {
-                "pix_feat": obj, "no_mem": obj, "mask_input": obj, "has_mask": obj, "multimask": obj,
-                "point_coords": {0: "objects", 1: "points"}, "point_labels": {0: "objects", 1: "points"},
-                "low_res_masks": obj, "iou": obj, "obj_ptr": obj, "object_score_logits": obj,
-            },
-        ),
-        GraphSpec(
-            "memory_encoder", MemoryEncoderGraph(sam, flags["image_size"]),
-            pick("image_embed", "low_res_masks", "binarize", "object_score_logits"),
-            ["maskmem"],
-            {"low_res_masks": obj, "binarize": obj, "object_score_logits": obj, "maskmem": obj},
-        ),
+        GraphSpec(g.name, modules[g.name], {n: ex[n] for n in g.inputs}, list(g.outputs), g.dynamic_axes)
+        for g in GRAPHS.values()
     ]
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2_ros.errors import TrackerInputError
+from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.tracker import FrameResult, Tracker
 
 log = logging.getLogger(__name__)
@@ -325,8 +325,8 @@ class TrackerWorker:
             t0 = time.perf_counter()
             try:
                 result = self.tracker.step(rgb)
-            except TrackerInputError as e:
-                if "size changed" in str(e) and self.tracker.num_objects == 0:
+            except FrameSizeChanged as e:
+                if self.tracker.num_objects == 0:
                     # nothing to lose: follow the camera's new resolution
                     self.tracker.reset()
                     result = self.tracker.step(rgb)

@@ -38,10 +38,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from sam2_ros import ros_convert as rc
+from sam2_ros.ros import convert as rc
 from sam2_ros.errors import EngineError, TrackerInputError
-from sam2_ros.node_params import CONFIGURE_TIME, PARAMS_BY_NAME, declare_parameters, split_providers, validate_parameter
-from sam2_ros.node_worker import LATEST, CommandError, Frame, TrackerWorker, fmt_stamp
+from sam2_ros.ros.params import CONFIGURE_TIME, PARAMS_BY_NAME, declare_parameters, split_providers, validate_parameter
+from sam2_ros.ros.worker import LATEST, CommandError, Frame, TrackerWorker, fmt_stamp
 from sam2_ros.tracker import FrameResult
 from sam2_ros_interfaces.msg import ObjectState, TrackedObjects
 from sam2_ros_interfaces.srv import AddPrompt, ListObjects, RemoveObject, Reset
@@ -107,7 +107,7 @@ class Sam2TrackerNode(LifecycleNode):
     # ------------------------------------------------------------ lifecycle
     @_logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sam2_ros.backends import load_backend
+        from sam2_ros.backends import backend_options, load_backend
         from sam2_ros.tracker import Tracker
 
         engine_dir = self._param("engine_dir")
@@ -119,12 +119,10 @@ class Sam2TrackerNode(LifecycleNode):
         if not Path(engine_dir).is_dir():
             self.get_logger().error(f"configure failed: engine_dir {engine_dir!r} is not a directory")
             return TransitionCallbackReturn.FAILURE
-        options = {}
-        if backend == "onnxruntime":
-            if split_providers(self._param("providers")):
-                options["providers"] = split_providers(self._param("providers"))
-            if self._param("intra_op_threads"):
-                options["intra_op_threads"] = self._param("intra_op_threads")
+        options = backend_options(
+            backend, providers=split_providers(self._param("providers")),
+            intra_op_threads=self._param("intra_op_threads"),
+        )
         try:
             engine = load_backend(engine_dir, backend, **options)
             tracker = Tracker(
@@ -229,7 +227,10 @@ class Sam2TrackerNode(LifecycleNode):
         for pub in self._outputs.values():
             self.destroy_publisher(pub)
         self._outputs = {}
-        self._worker = None  # releases the tracker, its memory bank and the backend sessions
+        if self._worker is not None:
+            self._worker.stop("the node was cleaned up")  # no-op once deactivated
+            self._worker.tracker.close()  # frees the backend's sessions / engines / device memory now
+        self._worker = None
         self._state_label = "unconfigured"
 
     # ---------------------------------------------------------------- input

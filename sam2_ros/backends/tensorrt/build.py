@@ -3,7 +3,7 @@
 Precision
 ---------
 FP16 engines of SAM-family encoders are known to overflow in LayerNorm and in attention
-softmax (public TensorRT / EfficientViT-SAM reports; DESIGN.md section 2): those layers
+softmax (public TensorRT / EfficientViT-SAM reports; docs/ARCHITECTURE.md): those layers
 must stay FP32. :func:`precision_plan` picks them by inspecting the ONNX graph (CPU only):
 
 * ``layernorm``: ``LayerNormalization`` nodes (opset 17 exports ``nn.LayerNorm`` as one node);
@@ -50,10 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.tensorrt_backend import MANIFEST_KEY, runtime_info
-from sam2_ros.manifest import file_sha256
+from sam2_ros.backends.tensorrt.backend import MANIFEST_KEY, runtime_info
 from sam2_ros.errors import EngineError
-from sam2_ros.manifest import GRAPH_NAMES, MANIFEST_NAME
+from sam2_ros.graph_io import GRAPH_NAMES
+from sam2_ros.manifest import MANIFEST_NAME, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -414,27 +414,41 @@ def fp16_overflow_audit(onnx_path: str | Path, feeds: dict[str, np.ndarray], lim
 
 
 # ============================================================== profiles and manifest (CPU)
+@dataclass(frozen=True)
+class BuildLimits:
+    """The largest shapes the engines accept (their optimisation profiles); the one place of the defaults."""
+
+    max_objects: int = 8
+    max_points: int = 8
+    cond_slots: int = 2
+    opt_objects: int = 1  # the object count the kernels are tuned for
+
+    def __post_init__(self):
+        if self.max_objects < 1 or self.max_points < 1 or self.cond_slots < 1:
+            raise ValueError("max_objects, max_points and cond_slots must be >= 1")
+        if not 1 <= self.opt_objects <= self.max_objects:
+            raise ValueError(f"opt_objects must be in 1..max_objects={self.max_objects}, got {self.opt_objects}")
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
 def profile_shapes(
-    manifest: dict,
-    graph: str,
-    max_objects: int = 8,
-    max_points: int = 8,
-    cond_slots: int = 2,
-    opt_objects: int = 1,
+    manifest: dict, graph: str, limits: BuildLimits | None = None, **limit_values: int
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """``{input: (min, opt, max)}`` for every dynamic input of ``graph`` in an export's manifest."""
-    if max_objects < 1 or max_points < 1 or cond_slots < 1:
-        raise ValueError("max_objects, max_points and cond_slots must be >= 1")
-    if not 1 <= opt_objects <= max_objects:
-        raise ValueError(f"opt_objects must be in 1..max_objects={max_objects}, got {opt_objects}")
+    """``{input: (min, opt, max)}`` for every dynamic input of ``graph`` in an export's manifest.
+
+    ``limits`` or its fields as keywords (``max_objects=4``); defaults: :class:`BuildLimits`.
+    """
+    lim = limits or BuildLimits(**limit_values)
     flags = manifest["flags"]
     recent = flags["num_maskmem"] - 1
     ptr_recent = flags["max_obj_ptrs_in_encoder"] - 1
     dims = {
-        "objects": (1, opt_objects, max_objects),
-        "points": (1, 1, max_points),
-        "mem_slots": (recent, recent + cond_slots, recent + cond_slots),
-        "ptr_slots": (ptr_recent, ptr_recent + cond_slots, ptr_recent + cond_slots),
+        "objects": (1, lim.opt_objects, lim.max_objects),
+        "points": (1, 1, lim.max_points),
+        "mem_slots": (recent, recent + lim.cond_slots, recent + lim.cond_slots),
+        "ptr_slots": (ptr_recent, ptr_recent + lim.cond_slots, ptr_recent + lim.cond_slots),
     }
     out = {}
     for name, desc in manifest["graphs"][graph]["inputs"].items():
@@ -485,14 +499,14 @@ def engine_manifest_entry(
     info: dict,
     precision: str,
     precision_mode: str,
-    limits: dict,
+    limits: BuildLimits | dict,
     profiles: dict,
     engines: dict,
     build: dict | None = None,
 ) -> dict:
     """The ``tensorrt`` entry of ``manifest.json``.
 
-    ``info``: :func:`sam2_ros.backends.tensorrt_backend.runtime_info` of the build machine;
+    ``info``: :func:`sam2_ros.backends.tensorrt.backend.runtime_info` of the build machine;
     ``limits``: max_objects, max_points, cond_slots, opt_objects; ``profiles``: per graph
     ``{input: (min, opt, max)}``; ``engines``: per graph ``{file, sha256, ...}``.
     """
@@ -510,7 +524,7 @@ def engine_manifest_entry(
         "compute_capability": str(info["compute_capability"]),
         "precision": precision,
         "precision_mode": precision_mode,
-        **{k: int(limits[k]) for k in ("max_objects", "max_points", "cond_slots", "opt_objects")},
+        **(limits if isinstance(limits, BuildLimits) else BuildLimits(**limits)).as_dict(),
         "profiles": {
             g: {name: {"min": list(t[0]), "opt": list(t[1]), "max": list(t[2])} for name, t in p.items()}
             for g, p in profiles.items()
@@ -537,10 +551,7 @@ def write_engine_manifest(onnx_dir: str | Path, out_dir: str | Path, entry: dict
 @dataclass
 class BuildOptions:
     fp16: bool = True
-    max_objects: int = 8
-    max_points: int = 8
-    cond_slots: int = 2
-    opt_objects: int = 1
+    limits: BuildLimits = field(default_factory=BuildLimits)
     workspace_gb: float = 4.0
     timing_cache: str | Path | None = None
     precision_mode: str = "auto"  # auto | weak | strong
@@ -629,24 +640,23 @@ def build_engines(
     onnx_dir: str | Path,
     out_dir: str | Path,
     fp16: bool = True,
-    max_objects: int = 8,
-    max_points: int = 8,
-    cond_slots: int = 2,
-    opt_objects: int = 1,
+    limits: BuildLimits | None = None,
     workspace_gb: float = 4.0,
     timing_cache: str | Path | None = None,
     **options,
 ) -> dict:
     """Build the four engines of the export in ``onnx_dir`` into ``out_dir``; returns the manifest.
 
+    ``limits`` (or its fields as keywords, ``max_objects=4``): the engines' largest shapes.
     ``timing_cache`` (a file) is loaded if it exists and saved after the build, so rebuilds
     on the same GPU take seconds instead of minutes. Other options: see :class:`BuildOptions`.
     """
     import onnx
 
+    limit_values = {k: options.pop(k) for k in BuildLimits.__dataclass_fields__ if k in options}
     opts = BuildOptions(
-        fp16=fp16, max_objects=max_objects, max_points=max_points, cond_slots=cond_slots,
-        opt_objects=opt_objects, workspace_gb=workspace_gb, timing_cache=timing_cache, **options,
+        fp16=fp16, limits=limits or BuildLimits(**limit_values), workspace_gb=workspace_gb,
+        timing_cache=timing_cache, **options,
     )
     trt = _import_tensorrt()
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
@@ -695,7 +705,7 @@ def build_engines(
         if cache is None:
             cache = config.create_timing_cache(cache_blob)
         config.set_timing_cache(cache, ignore_mismatch=False)
-        prof = profile_shapes(manifest, g, opts.max_objects, opts.max_points, opts.cond_slots, opts.opt_objects)
+        prof = profile_shapes(manifest, g, opts.limits)
         net_inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
         lacking = [n for n, s in net_inputs.items() if any(d < 0 for d in s) and n not in prof]
         if lacking:
@@ -734,8 +744,7 @@ def build_engines(
         Path(opts.timing_cache).write_bytes(bytes(cache.serialize()))
     entry = engine_manifest_entry(
         info, "fp16" if opts.fp16 else "fp32", mode,
-        {"max_objects": opts.max_objects, "max_points": opts.max_points, "cond_slots": opts.cond_slots,
-         "opt_objects": opts.opt_objects},
+        opts.limits,
         profiles, engines,
         build={
             "seconds": round(time.perf_counter() - t_all, 1),
@@ -750,15 +759,16 @@ def build_engines(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sam2_ros_export.tensorrt_build --onnx DIR --out DIR`` (what ``sam2-ros build`` runs)."""
+    """``python -m sam2_ros.backends.tensorrt.build --onnx DIR --out DIR`` (what ``sam2-ros build`` runs)."""
     ap = argparse.ArgumentParser(description="Build TensorRT engines from a sam2-ros ONNX export")
     ap.add_argument("--onnx", required=True, help="directory written by `sam2-ros export`")
     ap.add_argument("--out", required=True, help="engine directory to write")
     ap.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--max-objects", type=int, default=8)
-    ap.add_argument("--max-points", type=int, default=8)
-    ap.add_argument("--cond-slots", type=int, default=2)
-    ap.add_argument("--opt-objects", type=int, default=1, help="object count the kernels are tuned for")
+    d = BuildLimits()
+    ap.add_argument("--max-objects", type=int, default=d.max_objects, help="most objects tracked at once")
+    ap.add_argument("--max-points", type=int, default=d.max_points, help="most prompt points (a box is 2)")
+    ap.add_argument("--cond-slots", type=int, default=d.cond_slots, help="prompted frames kept per object")
+    ap.add_argument("--opt-objects", type=int, default=d.opt_objects, help="object count the kernels are tuned for")
     ap.add_argument("--workspace-gb", type=float, default=4.0)
     ap.add_argument("--timing-cache", default=None)
     ap.add_argument("--precision-mode", choices=("auto", "weak", "strong"), default="auto")
@@ -769,8 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reasons = DEFAULT_FP32_REASONS - ({"softmax"} if a.fp16_softmax else set())
     m = build_engines(
-        a.onnx, a.out, fp16=a.fp16, max_objects=a.max_objects, max_points=a.max_points, cond_slots=a.cond_slots,
-        opt_objects=a.opt_objects, workspace_gb=a.workspace_gb, timing_cache=a.timing_cache,
+        a.onnx, a.out, fp16=a.fp16,
+        limits=BuildLimits(a.max_objects, a.max_points, a.cond_slots, a.opt_objects), workspace_gb=a.workspace_gb, timing_cache=a.timing_cache,
         precision_mode=a.precision_mode, fp32_reasons=frozenset(reasons), optimization_level=a.optimization_level,
         device=a.device,
     )

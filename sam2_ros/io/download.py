@@ -1,4 +1,4 @@
-"""Download Meta's official SAM 2 / 2.1 checkpoints (needs network access)."""
+"""Download Meta's official SAM 2 / 2.1 checkpoints (needs network access; torch-free)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sam2_ros_export.models import CHECKPOINT_URLS
+from sam2_ros.models import official_model
 
 
 def download_checkpoint(model: str, out_dir: str | Path, timeout: float = 30.0) -> Path:
     """Return the local path of ``model``'s official checkpoint, downloading it if missing."""
-    if model not in CHECKPOINT_URLS:
-        raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(CHECKPOINT_URLS)}")
-    url = CHECKPOINT_URLS[model]
-    out = Path(out_dir) / url.rsplit("/", 1)[1]
+    info = official_model(model)
+    url = info.checkpoint_url
+    out = Path(out_dir) / info.checkpoint_file
     if out.is_file() and out.stat().st_size > 0:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
-"""PyTorch backend: the official SAM 2 modules (through the export wrappers), eager.
+"""PyTorch backend: the official SAM 2 modules, wrapped one module per graph, eager.
 
 The reference for the other backends and the GPU fallback. Needs torch and the official
 ``sam2`` package; the weights come from the checkpoint recorded in the manifest (or given).
+This folder is the only place of the runtime that imports torch: :mod:`.graphs` (the four
+graphs as PyTorch modules, which the ONNX export also traces) and :mod:`.official` (building
+the official model).
 """
 
 from __future__ import annotations
@@ -10,23 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.base import ComposedTrackStep, DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, ShapeLimits
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import Manifest
 
 
 class TorchBackend(ComposedTrackStep):
     name = "torch"
+    limits: ShapeLimits = UNLIMITED
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "cpu"):
         try:
             import torch
 
-            from sam2_ros_export.graphs import (
+            from sam2_ros.backends.torch_backend.graphs import (
                 ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph,
             )
             from sam2_ros.manifest import file_sha256
-            from sam2_ros_export.models import build_video_predictor
+            from sam2_ros.backends.torch_backend.official import build_video_predictor
         except ImportError as e:
             raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
         self.manifest = manifest
@@ -77,3 +81,7 @@ class TorchBackend(ComposedTrackStep):
 
     def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
         return self._np(self._call(self.memory_encoder, feats.image_embed, low_res_masks, binarize, object_score_logits))
+
+    def close(self) -> None:
+        """Drop the modules (and their GPU memory with the caching allocator's next release)."""
+        self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None

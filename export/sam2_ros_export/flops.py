@@ -1,7 +1,7 @@
 """Floating-point operations of one tracked frame, per graph, and FPS projected from them.
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the export wrappers
-(``sam2_ros_export.graphs``), i.e. exactly the maths the engines run; a multiply-add counts
+(``sam2_ros.backends.torch_backend.graphs``), i.e. exactly the maths the engines run; a multiply-add counts
 as 2 FLOPs. Only matrix products, convolutions and attention are counted (what tensor cores
 execute); element-wise work, normalisation and memory traffic are not, so a projection is an
 upper bound of the speed (a *floor* of the latency). The modules run on PyTorch's ``meta``
@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
+
+from sam2_ros.models import DEFAULT_MODEL, MODELS
 
 #: Published peak dense FP16 tensor-core throughput in TFLOPS (no 2:4 sparsity), used by
 #: :func:`project_fps`. Sources:
@@ -110,8 +112,8 @@ class FlopModel:
     def __init__(self, model: str, image_size: int = 1024):
         import torch
 
-        from sam2_ros_export.graphs import ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph
-        from sam2_ros_export.models import build_video_predictor
+        from sam2_ros.backends.torch_backend.graphs import ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph
+        from sam2_ros.backends.torch_backend.official import build_video_predictor
 
         self.model, self.image_size = model, image_size
         sam = build_video_predictor(model, None, image_size=image_size, device="cpu")
@@ -194,7 +196,7 @@ def projection_table(frames: list[FrameFlops], devices: dict[str, float] | None 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="FLOPs per tracked frame and projected FPS")
-    ap.add_argument("--model", default="sam2.1_hiera_tiny")
+    ap.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS))
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--objects", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--cond-slots", type=int, default=1)

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from sam2_ros.backends import load_backend
-from sam2_ros.prompts_file import Prompt
-from sam2_ros.runner import run_tracker
+from sam2_ros.io.prompts_file import Prompt
+from sam2_ros.io.runner import run_tracker
 from sam2_ros.tracker import Tracker
-from sam2_ros.video import read_frames
-from sam2_ros_export.models import build_video_predictor, random_checkpoint
+from sam2_ros.io.video import read_frames
+from sam2_ros.backends.torch_backend.official import build_video_predictor
+from sam2_ros_export.checkpoint import random_checkpoint
 from sam2_ros_export.onnx_export import export_model
 from sam2_ros_export.reference import run_official
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+from sam2_ros.backends import BACKENDS
+from sam2_ros.backends.onnxruntime_backend import PROVIDER_ALIASES
+
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 
@@ -162,10 +164,9 @@ def validate_parameter(name: str, value: Any) -> str | None:
         if not math.isfinite(float(value)) or not spec.float_range[0] <= value <= spec.float_range[1]:
             return f"{name} must be in [{spec.float_range[0]}, {spec.float_range[1]}]; got {value}"
     if name == "providers":
-        known = {"cpu", "cuda", "tensorrt"}
-        bad = [v for v in split_providers(value) if v not in known]
+        bad = [v for v in split_providers(value) if v not in PROVIDER_ALIASES]
         if bad:
-            return f"providers must be among cpu, cuda, tensorrt; got {bad}"
+            return f"providers must be among {', '.join(PROVIDER_ALIASES)}; got {bad}"
     return None
 
 

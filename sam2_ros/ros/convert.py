@@ -13,6 +13,7 @@ from cv_bridge import CvBridge, CvBridgeError
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from sam2_ros.palette import object_color
 from sam2_ros.tracker import FrameResult
 
 #: Encodings accepted on the `image` topic -> (channels, OpenCV conversion to RGB or None).
@@ -36,12 +37,6 @@ class ImageConversionError(ValueError):
 def stamp_to_ns(stamp) -> int:
     """builtin_interfaces/Time -> integer nanoseconds (0 stays 0)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def ns_to_stamp_str(ns: int | None) -> str:
-    if ns is None:
-        return "none"
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
 
 def _packed_view(msg: Image, channels: int) -> Image:
@@ -127,18 +122,6 @@ def label_image(result: FrameResult, max_objects: int) -> tuple[np.ndarray, str]
     for i in np.argsort(result.scores, kind="stable"):
         labels[result.masks[i]] = i + 1
     return labels, enc
-
-
-# distinct colours (RGB) for the overlay, indexed by object id
-_PALETTE = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255]],
-    np.uint8,
-)
-
-
-def object_color(object_id: int) -> tuple[int, int, int]:
-    return tuple(int(c) for c in _PALETTE[object_id % len(_PALETTE)])
 
 
 def overlay_image(rgb: np.ndarray, result: FrameResult, labels: dict[int, str] | None = None) -> np.ndarray:

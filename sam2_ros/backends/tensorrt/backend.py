@@ -56,9 +56,11 @@ from typing import Any
 
 import numpy as np
 
-from sam2_ros.backends.base import DecoderOutput, ImageFeatures
+from sam2_ros.backends.base import DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
 from sam2_ros.errors import EngineError
-from sam2_ros.manifest import GRAPH_NAMES, Manifest, file_sha256
+from sam2_ros.memory_bank import AttentionInputs
+from sam2_ros.graph_io import GRAPH_NAMES, IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
+from sam2_ros.manifest import Manifest, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +333,7 @@ class _Engine:
 
 
 class TensorRTBackend:
-    """SAM 2 on TensorRT engines built by ``sam2_ros_export.tensorrt_build.build_engines``.
+    """SAM 2 on TensorRT engines built by ``sam2_ros.backends.tensorrt.build.build_engines``.
 
     Not thread-safe: one thread calls it (the tracker's). Every call returns after the GPU
     finished it (host results are ready); device results (:class:`DeviceArray`) stay valid
@@ -442,15 +444,15 @@ class TensorRTBackend:
                     raise EngineError(f"{eng.graph}: TensorRT rejected the address of {name}")
 
     @property
-    def limits(self) -> dict[str, int]:
+    def limits(self) -> ShapeLimits:
         """Largest objects / memory slots / pointer slots / points the engines accept."""
         ma, dec = self.engines["memory_attention"], self.engines["mask_decoder"]
-        return {
-            "objects": ma.max_shape["mem_feats"][0],
-            "mem_slots": ma.max_shape["mem_feats"][1],
-            "ptr_slots": ma.max_shape["obj_ptrs"][1],
-            "points": dec.max_shape["point_coords"][1],
-        }
+        return ShapeLimits(
+            objects=ma.max_shape["mem_feats"][0],
+            mem_slots=ma.max_shape["mem_feats"][1],
+            ptr_slots=ma.max_shape["obj_ptrs"][1],
+            points=dec.max_shape["point_coords"][1],
+        )
 
     @property
     def io_bytes(self) -> int:
@@ -699,8 +701,8 @@ class TensorRTBackend:
 
     # ---------------------------------------------------------------- protocol
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
-        self._run([("image_encoder", {"image": image})], outputs=[])
-        return ImageFeatures(*(self._device_array("image_encoder", n) for n in ("feat_s0", "feat_s1", "image_embed")))
+        self._run([("image_encoder", IMAGE_ENCODER.feeds(image))], outputs=[])
+        return ImageFeatures(*(self._device_array("image_encoder", n) for n in IMAGE_ENCODER.outputs))
 
     def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
         return np.asarray(feats.image_embed)
@@ -708,62 +710,53 @@ class TensorRTBackend:
     def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> DeviceArray:
         """-> pix_feat [B,256,h,w] as a :class:`DeviceArray`: it stays on the GPU for :meth:`decode`."""
         self._run(
-            [("memory_attention", {
-                "image_embed": feats.image_embed, "mem_feats": mem_feats, "mem_tpos_row": mem_tpos_row,
-                "mem_valid": mem_valid, "obj_ptrs": obj_ptrs, "ptr_tpos": ptr_tpos, "ptr_valid": ptr_valid,
-            })],
+            [("memory_attention", MEMORY_ATTENTION.feeds(
+                feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid))],
             outputs=[],
         )
         return self._device_array("memory_attention", "pix_feat")
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._run(
-            [("mask_decoder", _decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask))],
-            outputs=list(DECODER_OUTPUTS),
+            [("mask_decoder", decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask))],
+            outputs=list(MASK_DECODER.outputs),
         )
-        return DecoderOutput(*(out[n] for n in DECODER_OUTPUTS))
+        return DecoderOutput(*(out[n] for n in MASK_DECODER.outputs))
 
     def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
         return self._run(
-            [("memory_encoder", {
-                "image_embed": feats.image_embed, "low_res_masks": low_res_masks,
-                "binarize": binarize, "object_score_logits": object_score_logits,
-            })],
-            outputs=["maskmem"],
+            [("memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits))],
+            outputs=list(MEMORY_ENCODER.outputs),
         )["maskmem"]
 
     # ------------------------------------------------------- fused tracking step
-    def track_step(self, feats: ImageFeatures, attention_inputs: dict, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
+    def track_step(self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
         """Memory attention + decoder without prompt + memory encoder for ``n`` tracked objects, in one launch.
 
         Computes what ``attend_memory`` -> ``decode(no_mem=0, no points (label -1), no mask input,
         multimask)`` -> ``encode_memory(binarize=0)`` on the decoder's outputs compute (the
         tracker's per-frame step), but the intermediate tensors never leave the GPU and the
         whole sequence is one CUDA graph while ``n`` and the slot counts stay the same.
-        ``attention_inputs``: the six memory-attention inputs (``AttentionInputs.as_dict()``).
+        ``attention_inputs``: the six memory-attention inputs from the memory bank.
         Returns the decoder outputs and ``maskmem`` [n, HW, 64].
         """
-        if hasattr(attention_inputs, "as_dict"):
-            attention_inputs = attention_inputs.as_dict()
-        n = int(np.shape(attention_inputs["mem_valid"])[0])
+        n = int(attention_inputs.mem_valid.shape[0])
         lr = self.engines["mask_decoder"].max_shape["mask_input"][1:]
         zeros = self._constant(np.float32, (n,), 0.0)
-        dec = _decoder_feeds(
+        dec = decoder_feeds(
             feats, Chained("pix_feat"), zeros,
             self._constant(np.float32, (n, 1, 2), 0.0), self._constant(np.int32, (n, 1), -1),
             self._constant(np.float32, (n, *lr), 0.0), zeros,
             self._constant(np.float32, (n,), 1.0 if multimask else 0.0),
         )
         steps = [
-            ("memory_attention", {"image_embed": feats.image_embed, **attention_inputs}),
+            ("memory_attention", {"image_embed": feats.image_embed, **attention_inputs.as_dict()}),
             ("mask_decoder", dec),
-            ("memory_encoder", {
-                "image_embed": feats.image_embed, "low_res_masks": Chained("low_res_masks"),
-                "binarize": zeros, "object_score_logits": Chained("object_score_logits"),
-            }),
+            ("memory_encoder", MEMORY_ENCODER.feeds(
+                feats.image_embed, Chained("low_res_masks"), zeros, Chained("object_score_logits"))),
         ]
-        out = self._run(steps, [*DECODER_OUTPUTS, "maskmem"])
-        return DecoderOutput(*(out[k] for k in DECODER_OUTPUTS)), out["maskmem"]
+        out = self._run(steps, [*MASK_DECODER.outputs, "maskmem"])
+        return DecoderOutput(*(out[k] for k in MASK_DECODER.outputs)), out["maskmem"]
 
     def _constant(self, dtype, shape: tuple, value) -> np.ndarray:
         key = (np.dtype(dtype).str, tuple(shape), value)
@@ -806,19 +799,8 @@ class TensorRTBackend:
             pass
 
 
-DECODER_OUTPUTS = ("low_res_masks", "iou", "obj_ptr", "object_score_logits")
-
-
 @dataclass(frozen=True)
 class Chained:
     """A feed that is the output of the same name of an earlier graph in the same launch."""
 
     name: str
-
-
-def _decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> dict:
-    return {
-        "pix_feat": pix_feat, "feat_s0": feats.feat_s0, "feat_s1": feats.feat_s1, "no_mem": no_mem,
-        "point_coords": point_coords, "point_labels": point_labels, "mask_input": mask_input,
-        "has_mask": has_mask, "multimask": multimask,
-    }

@@ -1,7 +1,7 @@
 """Export-friendly PyTorch modules, one per ONNX graph, built on the official SAM 2 modules.
 
 Each wrapper reuses the official sub-modules and weights and reproduces what
-``SAM2Base`` computes for one streamed frame (DESIGN.md section 1), with three changes
+``SAM2Base`` computes for one streamed frame (docs/ARCHITECTURE.md, sections 2 and 6), with three changes
 that make the graphs exportable and batchable over objects:
 
 * RoPE uses real cos/sin on channel pairs instead of complex numbers;

@@ -8,11 +8,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-PALETTE = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255]],
-    np.uint8,
-)
+from sam2_ros.palette import object_color
+
 
 
 def iter_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -50,7 +47,7 @@ def overlay(frame_rgb: np.ndarray, masks: np.ndarray, object_ids: list[int], alp
     """Blend each object's mask in its palette colour over the frame (RGB in, RGB out)."""
     out = frame_rgb.astype(np.float32)
     for m, oid in zip(masks, object_ids):
-        colour = PALETTE[oid % len(PALETTE)].astype(np.float32)
+        colour = np.asarray(object_color(oid), np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * colour
     return out.astype(np.uint8)
 

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from sam2_ros.prompts_file import Prompt, prompts_by_frame
+from sam2_ros.io.prompts_file import Prompt, prompts_by_frame
 from sam2_ros.tracker import FrameResult, Tracker
 
 
