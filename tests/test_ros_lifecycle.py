@@ -13,6 +13,7 @@ pytest.importorskip("rclpy")
 import rclpy  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.lifecycle.publisher import LifecyclePublisher  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from ros_support import Client, video_frames  # noqa: E402
@@ -75,6 +76,10 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
     node = tracker_node
     assert set_param(node, "engine_dir", str(tiny_export_256)).successful
     assert node.trigger_configure() == SUCCESS and state(node) == "inactive"
+    outputs = dict(node._outputs)
+    # results go through lifecycle publishers: silent unless the node is active
+    assert set(outputs) == {"objects", "label_image", "overlay"}
+    assert all(isinstance(p, LifecyclePublisher) and not p.is_activated for p in outputs.values())
     # engine parameters are frozen while configured; output switches are not
     res = set_param(node, "max_objects", 5)
     assert not res.successful and "takes effect at configure" in res.reason
@@ -85,6 +90,7 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
         reply = client.call(AddPrompt, "add_prompt", AddPrompt.Request(object_id=-1, box=[1.0, 1.0, 9.0, 9.0]))
         assert not reply.success and "not running (node not active)" in reply.message
         assert node.trigger_activate() == SUCCESS and state(node) == "active"
+        assert all(p.is_activated for p in outputs.values())
         client.wait_for_subscriber()
         frame = video_frames(shared_data, 1)[0]
         from ros_support import image_msg
@@ -109,6 +115,7 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
 
         assert node.trigger_deactivate() == SUCCESS and state(node) == "inactive"
         assert node._image_sub is None and not node._worker.running
+        assert not any(p.is_activated for p in outputs.values())
         reply = client.call(AddPrompt, "add_prompt", AddPrompt.Request(object_id=1, box=[1.0, 1.0, 9.0, 9.0]))
         assert not reply.success and "not active" in reply.message
         # deactivating keeps the objects
@@ -159,3 +166,22 @@ def test_compressed_transport(tracker_node, tiny_export_256, shared_data):
         assert "cannot decode compressed image" in node._worker.window_stats().last_error
     finally:
         client.close()
+
+
+def test_compressed_topic_follows_the_remapped_image_topic(tiny_export_256):
+    """`-r image:=/camera/image_raw` moves the compressed subscription too, as image_transport does."""
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = Sam2TrackerNode(
+            context=ctx, cli_args=["--ros-args", "-r", "image:=/camera/image_raw"],
+            parameter_overrides=[Parameter("engine_dir", value=str(tiny_export_256)),
+                                 Parameter("image_transport", value="compressed")],
+        )
+        assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+        assert node._image_sub.topic_name == "/camera/image_raw/compressed"
+        node._deactivate()
+        node._cleanup()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)

@@ -84,6 +84,7 @@ class Sam2TrackerNode(LifecycleNode):
         self._state_label = "unconfigured"
         self._image_sub = None
         self._outputs: dict = {}
+        self._diagnostics_pub = None
         self._tracker_services: list = []
         self._diag_timer = None
         self._last_rejected = 0
@@ -141,12 +142,14 @@ class Sam2TrackerNode(LifecycleNode):
         self._backend_name, self._engine_dir = backend, str(engine_dir)
         self._max_objects = tracker.max_objects
         self._worker = TrackerWorker(tracker, self._decoder(), self._publish_result, self._report)
+        # results go out through lifecycle publishers: nothing is published unless the node is active
         self._outputs = {
-            "objects": self.create_publisher(TrackedObjects, "objects", 10),
-            "label_image": self.create_publisher(Image, "label_image", 10),
-            "overlay": self.create_publisher(Image, "overlay", 10),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+            "objects": self.create_lifecycle_publisher(TrackedObjects, "objects", 10),
+            "label_image": self.create_lifecycle_publisher(Image, "label_image", 10),
+            "overlay": self.create_lifecycle_publisher(Image, "overlay", 10),
         }
+        # diagnostics also report an inactive (configured) node
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         g = self._service_group
         self._tracker_services = [
             self.create_service(AddPrompt, "~/add_prompt", self._srv_add_prompt, callback_group=g),
@@ -175,13 +178,16 @@ class Sam2TrackerNode(LifecycleNode):
         )
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._param("input_qos.depth"), reliability=reliability)
         if self._param("image_transport") == "compressed":
+            # as image_transport does: the remapped base topic + "/compressed" (-r image:=/cam moves both)
             self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, qos, callback_group=self._image_group
+                CompressedImage, self.resolve_topic_name("image") + "/compressed", self._on_image, qos,
+                callback_group=self._image_group,
             )
         else:
             self._image_sub = self.create_subscription(
                 Image, "image", self._on_image, qos, callback_group=self._image_group
             )
+        LifecycleNode.on_activate(self, state)  # enables the lifecycle publishers
         self._worker.start()
         self._state_label = "active"
         self.get_logger().info(f"active: listening on {self._image_sub.topic_name}")
@@ -190,6 +196,7 @@ class Sam2TrackerNode(LifecycleNode):
     @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
+        LifecycleNode.on_deactivate(self, state)  # disables the lifecycle publishers
         return TransitionCallbackReturn.SUCCESS
 
     @_logged_transition
@@ -225,8 +232,11 @@ class Sam2TrackerNode(LifecycleNode):
             self.destroy_service(srv)
         self._tracker_services = []
         for pub in self._outputs.values():
-            self.destroy_publisher(pub)
+            self.destroy_lifecycle_publisher(pub)
         self._outputs = {}
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None
         if self._worker is not None:
             self._worker.stop("the node was cleaned up")  # no-op once deactivated
             self._worker.tracker.close()  # frees the backend's sessions / engines / device memory now
@@ -264,7 +274,7 @@ class Sam2TrackerNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         worker = self._worker
-        pub = self._outputs.get("diagnostics")
+        pub = self._diagnostics_pub
         if worker is None or pub is None:
             return
         s = worker.window_stats()
