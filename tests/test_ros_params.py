@@ -75,16 +75,58 @@ def test_launch_file_is_valid_and_uses_the_installed_config():
     assert '"config", "sam2_tracker.yaml"' in source and 'executable="sam2_tracker"' in source
 
 
+#: rosdep keys of the node's third-party imports (stdlib and pip-only ones aside)
+ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "PIL": "python3-pil",
+               "tqdm": "python3-tqdm"}
+#: not in rosdep: installed with pip, named in package.xml's comment
+PIP_ONLY = {"onnxruntime"}
+
+
+def _node_modules() -> dict[str, set[str]]:
+    """Every sam2_ros module the node imports, transitively (lazy imports included): name -> imports."""
+    import ast
+
+    def path_of(mod):
+        base = REPO / mod.replace(".", "/")
+        for p in (base.with_suffix(".py"), base / "__init__.py"):
+            if p.is_file():
+                return p
+        return None
+
+    seen, todo = {}, ["sam2_ros.ros.node"]
+    while todo:
+        mod = todo.pop()
+        if mod in seen or path_of(mod) is None:
+            continue
+        imports = set()
+        for node in ast.walk(ast.parse(path_of(mod).read_text())):
+            if isinstance(node, ast.Import):
+                imports |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imports.add(node.module)
+                imports |= {f"{node.module}.{a.name}" for a in node.names}
+        seen[mod] = imports
+        parts = mod.split(".")
+        todo += [".".join(parts[:k]) for k in range(1, len(parts))]  # parent packages run first
+        todo += [m for m in imports if m.startswith("sam2_ros.") or m == "sam2_ros"]
+    return seen
+
+
 def test_package_xml_declares_what_the_node_imports():
     import re
+    import sys
 
     deps = set(re.findall(r"<exec_depend>([^<]+)</exec_depend>", (REPO / "package.xml").read_text()))
-    imported = set()
-    for f in (REPO / "sam2_ros" / "ros").glob("*.py"):
-        src = f.read_text()
-        imported |= set(re.findall(r"^\s*(?:from|import) (\w+)", src, re.M))
-    ros_imports = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "cv_bridge")}
-    assert ros_imports <= deps, ros_imports - deps
+    modules = _node_modules()
+    assert {"sam2_ros.tracker", "sam2_ros.preprocess", "sam2_ros.ros.convert"} <= set(modules)
+    third_party = {m.split(".")[0] for imports in modules.values() for m in imports} - set(sys.stdlib_module_names)
+    third_party -= {"sam2_ros"} | PIP_ONLY
+    ros = {m for m in third_party if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "cv_bridge")}
+    unknown = third_party - ros - set(ROSDEP_KEYS)
+    assert not unknown, f"the node imports {sorted(unknown)}: add them to package.xml and to ROSDEP_KEYS"
+    needed = ros | {ROSDEP_KEYS[m] for m in third_party - ros}
+    assert needed <= deps, f"package.xml lacks <exec_depend> for {sorted(needed - deps)}"
+    assert "python3-pil" in needed  # preprocessing resizes frames with Pillow
 
 
 def test_docs_show_the_current_parameter_table():
