@@ -25,7 +25,7 @@ def exported(request, artifacts):
 def test_manifest_records_model_graphs_and_versions(exported):
     name, ckpt, out = exported
     m = json.loads((out / "manifest.json").read_text())
-    assert m["model"] == name and m["image_size"] == 256 and m["random_weights"] is False
+    assert m["model"] == name and m["image_size"] == 256 and m["random_weights"] is True  # made by random_checkpoint
     assert set(m["graphs"]) == set(GRAPH_NAMES)
     for g in m["graphs"].values():
         assert g["max_abs_diff_vs_torch"] < 1e-4
@@ -94,3 +94,14 @@ def test_unknown_model_and_bad_size_are_refused(tmp_path):
         export_model("sam3_giant", None, tmp_path)
     with pytest.raises(ValueError, match="multiple of 64"):
         export_model("sam2.1_hiera_tiny", None, tmp_path, image_size=300)
+
+
+def test_random_weights_flag_follows_the_checkpoint(exported, tmp_path):
+    """A checkpoint of random_checkpoint is marked; the same weights saved as a plain official file are not."""
+    from sam2_ros_export.checkpoint import is_random_checkpoint
+
+    _, ckpt, _ = exported
+    assert is_random_checkpoint(ckpt)
+    plain = tmp_path / "official_format.pt"
+    torch.save({"model": torch.load(ckpt, map_location="cpu", weights_only=True)["model"]}, plain)
+    assert not is_random_checkpoint(plain)

@@ -24,6 +24,7 @@ from sam2_ros.backends.torch_backend.graphs import (
     model_flags,
 )
 from sam2_ros.backends.torch_backend.official import build_video_predictor
+from sam2_ros_export.checkpoint import is_random_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def export_model(
         "precision": "fp32",
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
-        "random_weights": checkpoint is None,
+        "random_weights": checkpoint is None or is_random_checkpoint(checkpoint),
         "flags": flags,
         "graphs": graphs,
         "constants": "constants.npz",
