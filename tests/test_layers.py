@@ -99,9 +99,12 @@ for m in list(sys.modules):
 """
 
 
-def run_without_torch(code: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    script = BLOCKER.format(blocked=sorted(TORCH_MODULES)) + code + f"""
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(TORCH_MODULES)!r})
+def run_without_torch(
+    code: str, tmp_path: Path, env: dict | None = None, blocked: set[str] = TORCH_MODULES
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where the ``blocked`` packages cannot be imported."""
+    script = BLOCKER.format(blocked=sorted(blocked)) + code + f"""
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(blocked)!r})
 assert not leaked, leaked
 """
     return subprocess.run(
@@ -162,3 +165,10 @@ def test_the_node_imports_without_torch(tmp_path):
         "import sam2_ros.ros.node as n\nassert n.Sam2TrackerNode\nimport sam2_ros.backends.onnxruntime_backend\n", tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_node_without_rclpy_says_what_to_install(tmp_path):
+    proc = run_without_torch(cli("node", "--ros-args", "-p", "engine_dir:=/nowhere"), tmp_path, blocked={"rclpy"})
+    assert proc.returncode == 0 and "EXIT 2" in proc.stdout, proc.stderr[-3000:]
+    assert "needs rclpy" in proc.stderr and "scripts/install_ros.sh" in proc.stderr
+    assert "Traceback" not in proc.stderr
