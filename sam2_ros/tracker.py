@@ -57,6 +57,16 @@ class _Prompt:
     mask_s: np.ndarray | None = None  # [S,S] float32 binary
 
 
+def _is_empty(value) -> bool:
+    """An empty list / array (``[]``, shape ``(0, 2)``); ``None`` and non-sequences are not."""
+    if value is None or isinstance(value, (str, bytes)):
+        return False
+    try:
+        return len(value) == 0
+    except TypeError:
+        return False
+
+
 class Tracker:
     """Track objects through a stream of frames with a SAM 2 backend.
 
@@ -183,6 +193,8 @@ class Tracker:
         return int(object_id)
 
     def _validate_prompt(self, object_id: int, points, labels, box, mask) -> _Prompt:
+        # empty lists mean "none" (a box-only prompt written as points=[], labels=[])
+        points, labels, box = (None if _is_empty(v) else v for v in (points, labels, box))
         if self.frame_index < 0:
             raise TrackerInputError("no frame yet: call step(frame) before add_prompt")
         if object_id not in self._ids and self.num_objects >= self.max_objects:

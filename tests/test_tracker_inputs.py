@@ -68,6 +68,8 @@ BAD_PROMPTS = {
     "points without labels": dict(points=[[10, 10]]),
     "labels without points": dict(labels=[1]),
     "empty points": dict(points=np.zeros((0, 2)), labels=np.zeros(0, int)),
+    "all fields empty": dict(points=[], labels=[], box=[]),
+    "empty points, labels given": dict(points=[], labels=[1]),
     "NaN point": dict(points=[[np.nan, 10]], labels=[1]),
     "inf point": dict(points=[[np.inf, 10]], labels=[1]),
     "point outside": dict(points=[[W + 5, 10]], labels=[1]),
@@ -231,3 +233,15 @@ def test_a_new_frame_size_is_its_own_error_type(backend, frames):
     assert isinstance(e.value, TrackerInputError)
     assert e.value.old_hw == (h, w) and e.value.new_hw == (h // 2, w)
     assert tr.frame_index == 1 and tr.object_ids == [1, 2]
+
+
+def test_empty_prompt_fields_mean_none(backend, frames):
+    """`points: [], labels: []` next to a box is a box-only prompt (the prompts file and AddPrompt write it so)."""
+    a, b, c = Tracker(backend), Tracker(backend), Tracker(backend)
+    for tr in (a, b, c):
+        tr.step(frames[0])
+    ra = a.add_prompt(1, box=[600, 250, 800, 450])
+    rb = b.add_prompt(1, points=[], labels=[], box=[600, 250, 800, 450])
+    assert np.array_equal(ra.low_res_logits, rb.low_res_logits) and np.array_equal(ra.masks, rb.masks)
+    rc = c.add_prompt(1, points=np.zeros((0, 2)), labels=np.zeros(0, int), box=[600, 250, 800, 450])
+    assert np.array_equal(ra.low_res_logits, rc.low_res_logits)
