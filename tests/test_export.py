@@ -105,3 +105,16 @@ def test_random_weights_flag_follows_the_checkpoint(exported, tmp_path):
     plain = tmp_path / "official_format.pt"
     torch.save({"model": torch.load(ckpt, map_location="cpu", weights_only=True)["model"]}, plain)
     assert not is_random_checkpoint(plain)
+
+
+def test_backend_options_are_checked_and_mapped(tiny_export_256):
+    from sam2_ros.backends import backend_options
+
+    with pytest.raises(EngineError, match="takes no option checkpoint"):
+        load_backend(tiny_export_256, "onnxruntime", checkpoint="x.pt")
+    # one mapper for the CLI and the node: only what the chosen backend takes, unset values dropped
+    settings = {"providers": ["cpu"], "intra_op_threads": 0, "checkpoint": "ck.pt", "device": None}
+    assert backend_options("onnxruntime", **settings) == {"providers": ["cpu"]}
+    assert backend_options("torch", **settings) == {"checkpoint": "ck.pt"}
+    with pytest.raises(EngineError, match="unknown backend"):
+        backend_options("tensorflow")

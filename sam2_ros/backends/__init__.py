@@ -36,7 +36,8 @@ BACKEND_INFO: dict[str, BackendInfo] = {
         BackendInfo("torch", "sam2_ros.backends.torch_backend", "TorchBackend",
                     ("checkpoint", "device"), "torch and the official sam2 package"),
         BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
-                    ("device", "use_cuda_graph"), "tensorrt and cuda-python on an NVIDIA GPU"),
+                    ("device", "use_cuda_graph", "pin_host_memory", "verify_engine_hashes"),
+                    "tensorrt and cuda-python on an NVIDIA GPU"),
     )
 }
 BACKENDS: tuple[str, ...] = tuple(BACKEND_INFO)
@@ -55,7 +56,8 @@ def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options
     """Open the export in ``engine_dir`` with ``backend``; raises :class:`EngineError` with the reason.
 
     Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``;
-    torch: ``checkpoint``, ``device``; tensorrt: ``device``, ``use_cuda_graph``.
+    torch: ``checkpoint``, ``device``; tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
+    ``verify_engine_hashes``. An option the backend does not take is an :class:`EngineError`.
     """
     info = _info(backend)
     unknown = sorted(set(options) - set(info.options))
