@@ -86,14 +86,14 @@ def cmd_build(args) -> int:
         return _die(str(e))
 
 
-def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int = 8):
+def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | None = None):
     from sam2_ros.backends import load_backend
     from sam2_ros.tracker import Tracker
 
     backend = load_backend(args.engines, args.backend, **_backend_options(args))
     return Tracker(
         backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames,
-        fill_hole_area=fill_hole_area,
+        fill_hole_area=args.fill_hole_area if fill_hole_area is None else fill_hole_area,
     )
 
 
@@ -130,6 +130,7 @@ def cmd_track(args) -> int:
     stats = {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
         "fps": round(run.fps, 3), "engines": str(args.engines), "video": str(args.video),
+        "fill_hole_area": tracker.fill_hole_area,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))
@@ -173,8 +174,9 @@ def cmd_compare(args) -> int:
         frames = read_frames(args.video, args.max_frames)
         spec = load_manifest(args.engines).spec
         predictor = build_video_predictor(spec.model, args.checkpoint, image_size=spec.image_size, device="cpu")
-        # hole filling as the official predictor really does it here (none on CPU)
-        tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=official_fill_hole_area(predictor))
+        # hole filling as the official predictor really does it here (none on CPU), unless asked otherwise
+        fill = official_fill_hole_area(predictor) if args.fill_hole_area is None else args.fill_hole_area
+        tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=fill)
         ref = run_official(predictor, frames, prompts)
         ours = run_tracker(tracker, frames, prompts, keep_low_res=True)
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
@@ -220,7 +222,7 @@ def cmd_demo(args) -> int:
     prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
     ns = argparse.Namespace(
         engines=str(engines), backend="onnxruntime", providers=None, video=str(video), prompts=str(prompts),
-        out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2,
+        out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2, fill_hole_area=8,
     )
     return cmd_track(ns)
 
@@ -287,12 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("track", help="track a video file with prompts -> masks.npz, overlay.mp4, stats.json")
     tracking_args(s)
     s.add_argument("--checkpoint", default=None, help="weights for --backend torch")
+    s.add_argument("--fill-hole-area", type=int, default=8, metavar="PIXELS",
+                   help="fill mask holes up to this many low-res pixels: 8 = official predictor on GPU (default), "
+                        "0 = official predictor on CPU")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_track)
 
     s = sub.add_parser("compare", help="ours vs the official SAM2VideoPredictor; last line is JSON")
     tracking_args(s)
     s.add_argument("--checkpoint", required=True)
+    s.add_argument("--fill-hole-area", type=int, default=None, metavar="PIXELS",
+                   help="default: what the official run does here (8 with its CUDA extension, else 0)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("bench", help="per-frame time, ours vs the official predictor (CPU)")

@@ -46,6 +46,7 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
         assert not z["masks"][:8, 2].any()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == 10 and stats["objects"] == 3 and stats["backend"] == "onnxruntime" and stats["fps"] > 0
+    assert stats["fill_hole_area"] == 8  # the official GPU behaviour by default
     assert (out / "overlay.mp4").stat().st_size > 10_000
 
 
@@ -54,10 +55,12 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
     [
         (["track", "--engines", "/nonexistent", "--video", "x.mp4", "--prompts", "p.json", "--out", "o"], "error"),
         (["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", "/nonexistent.pt", "--out", "o"], "does not exist"),
+        (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
+          str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--fill-hole-area", "-1"], "fill_hole_area must be"),
     ],
 )
-def test_bad_arguments_fail_clearly(args, message, tmp_path):
-    proc = sam2_ros(*args, check=False)
+def test_bad_arguments_fail_clearly(args, message, tmp_path, tiny_export_256):
+    proc = sam2_ros(*[a.replace("{export}", str(tiny_export_256)) for a in args], check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -75,7 +75,9 @@ def test_configure_fails_cleanly_without_usable_engines(tracker_node, tmp_path, 
 def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256, shared_data):
     node = tracker_node
     assert set_param(node, "engine_dir", str(tiny_export_256)).successful
+    assert set_param(node, "fill_hole_area", 0).successful  # the official CPU behaviour
     assert node.trigger_configure() == SUCCESS and state(node) == "inactive"
+    assert node._worker.tracker.fill_hole_area == 0
     outputs = dict(node._outputs)
     # results go through lifecycle publishers: silent unless the node is active
     assert set(outputs) == {"objects", "label_image", "overlay"}

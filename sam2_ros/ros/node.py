@@ -131,6 +131,7 @@ class Sam2TrackerNode(LifecycleNode):
                 max_objects=self._param("max_objects"),
                 cond_slots=self._param("cond_slots"),
                 mask_threshold=self._param("mask_threshold"),
+                fill_hole_area=self._param("fill_hole_area"),
             )
         except (EngineError, TrackerInputError, OSError, ValueError) as e:
             self.get_logger().error(f"configure failed: cannot load {backend} engines from {engine_dir!r}: {e}")

@@ -82,6 +82,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         float_range=(-32.0, 32.0),
     ),
     ParamSpec(
+        "fill_hole_area", 8,
+        "Fill background holes of at most this many low-res pixels in each mask: 8 reproduces the official "
+        "predictor on GPU (its CUDA extension), 0 the official predictor on CPU (the step is skipped there).",
+        int_range=(0, 4096),
+    ),
+    ParamSpec(
         "image_transport", "raw",
         "raw: subscribe to `image` (sensor_msgs/Image); compressed: subscribe to "
         "`image/compressed` (sensor_msgs/CompressedImage, jpeg or png).",
