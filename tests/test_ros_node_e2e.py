@@ -151,15 +151,17 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
                         return {kv.key: kv.value for kv in st.values}
             return {}
 
+        # stamps before the stream's: a bad frame must not look like the newest frame received, or a
+        # prompt below that overtakes its image (the held-prompt case) would be refused as too old
         bad_images = []
-        m = image_msg(frames[4], 50 * S, "rgb8")
+        m = image_msg(frames[4], S // 10, "rgb8")
         m.encoding = "16UC1"
         bad_images.append((m, "unsupported image encoding '16UC1'"))
-        m = image_msg(frames[4], 51 * S, "rgb8")
+        m = image_msg(frames[4], 2 * S // 10, "rgb8")
         m.data = m.data[: len(m.data) // 2]
         bad_images.append((m, "truncated image data"))
         m = Image(encoding="rgb8")
-        m.header.stamp.sec = 52
+        m.header.stamp.nanosec = 300_000_000
         bad_images.append((m, "zero size"))
         for n, (m, error) in enumerate(bad_images, start=1):
             client.image_pub.publish(m)
