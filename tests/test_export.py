@@ -116,5 +116,6 @@ def test_backend_options_are_checked_and_mapped(tiny_export_256):
     settings = {"providers": ["cpu"], "intra_op_threads": 0, "checkpoint": "ck.pt", "device": None}
     assert backend_options("onnxruntime", **settings) == {"providers": ["cpu"]}
     assert backend_options("torch", **settings) == {"checkpoint": "ck.pt"}
+    assert backend_options("tensorrt", use_cuda_graph=False, device=0) == {"use_cuda_graph": False}
     with pytest.raises(EngineError, match="unknown backend"):
         backend_options("tensorflow")

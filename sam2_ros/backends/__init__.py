@@ -49,7 +49,16 @@ def backend_options(backend: str, **settings) -> dict:
     ``backend_options("onnxruntime", providers=["cuda"], checkpoint=None)`` -> ``{"providers": ["cuda"]}``.
     """
     info = _info(backend)
-    return {k: v for k, v in settings.items() if k in info.options and v not in (None, "", 0, [], ())}
+    return {k: v for k, v in settings.items() if k in info.options and _is_set(v)}
+
+
+def _is_set(value) -> bool:
+    """None, "", an empty list and the number 0 mean "the backend's default"; False is a setting."""
+    if value is None or isinstance(value, bool):
+        return value is not None
+    if isinstance(value, (str, list, tuple)):
+        return len(value) > 0
+    return value != 0
 
 
 def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options) -> Backend:
