@@ -433,6 +433,10 @@ def _apply_prompt(w: TrackerWorker, frame_stamp: int, object_id: int, label: str
     return oid, frame_stamp, result, w.current_frame.payload.header
 
 
+#: Longest wait of the main loop before it checks for shutdown again (seconds).
+SPIN_PERIOD = 0.25
+
+
 def main(args=None) -> int:
     """Entry point of ``ros2 run sam2_ros sam2_tracker`` and ``sam2-ros node``."""
     rclpy.init(args=args)
@@ -446,7 +450,10 @@ def main(args=None) -> int:
                                         "(ros2 lifecycle set /sam2_tracker configure)")
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("autostart: activate failed")
-        executor.spin()
+        # spin in bounded waits: a shutdown (SIGTERM / SIGINT) that lands between the executor's
+        # check of the context and its wait is then seen within SPIN_PERIOD instead of never
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:  # noqa: BLE001
@@ -457,7 +464,7 @@ def main(args=None) -> int:
     finally:
         node._deactivate()
         node._cleanup()
-        executor.shutdown()
+        executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
