@@ -35,7 +35,7 @@ def _backend_options(args) -> dict:
     providers = getattr(args, "providers", None)
     return backend_options(
         args.backend, providers=providers.split(",") if providers else None,
-        checkpoint=getattr(args, "checkpoint", None), device=getattr(args, "device", None),
+        checkpoint=getattr(args, "checkpoint", None),
     )
 
 

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: The symbolic dimensions a graph input or output may have.
-DYNAMIC_DIMS = ("objects", "points", "mem_slots", "ptr_slots")
-
-
 @dataclass(frozen=True)
 class GraphIO:
     """Input and output names of one graph, in call order, and their dynamic axes."""

@@ -46,9 +46,6 @@ DEVICE_TFLOPS_FP16: dict[str, float] = {
 #: well under half of peak (attention at small batch, non-matmul layers, launch gaps).
 DEFAULT_EFFICIENCIES = (0.25, 0.4)
 
-GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
-
-
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of ``aten._scaled_dot_product_flash_attention_for_cpu`` (not in torch's registry).
 
@@ -112,7 +109,7 @@ class FlopModel:
     def __init__(self, model: str, image_size: int = 1024):
         import torch
 
-        from sam2_ros.backends.torch_backend.graphs import ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph
+        from sam2_ros.backends.torch_backend.graphs import graph_modules
         from sam2_ros.backends.torch_backend.official import build_video_predictor
 
         self.model, self.image_size = model, image_size
@@ -122,14 +119,7 @@ class FlopModel:
         self.feat = image_size // sam.backbone_stride
         self.hidden, self.mem_dim = sam.hidden_dim, sam.mem_dim
         # wrappers compute their constant buffers (RoPE, position encodings) on CPU, then go to meta
-        self.graphs = {
-            "image_encoder": ImageEncoderGraph(sam),
-            "memory_attention": MemoryAttentionGraph(sam, image_size),
-            "mask_decoder": MaskDecoderGraph(sam),
-            "memory_encoder": MemoryEncoderGraph(sam, image_size),
-        }
-        for g in self.graphs.values():
-            g.to("meta").eval()
+        self.graphs = {name: m.to("meta") for name, m in graph_modules(sam, image_size).items()}
         self._torch = torch
 
     def frame(self, objects: int = 1, cond_slots: int = 1, points: int = 1) -> FrameFlops:

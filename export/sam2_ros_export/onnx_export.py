@@ -15,14 +15,7 @@ from tqdm import tqdm
 
 from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS
 from sam2_ros.manifest import MANIFEST_NAME, MANIFEST_VERSION, file_sha256
-from sam2_ros.backends.torch_backend.graphs import (
-    ImageEncoderGraph,
-    MaskDecoderGraph,
-    MemoryAttentionGraph,
-    MemoryEncoderGraph,
-    model_constants,
-    model_flags,
-)
+from sam2_ros.backends.torch_backend.graphs import graph_modules, model_constants, model_flags
 from sam2_ros.backends.torch_backend.official import build_video_predictor
 from sam2_ros_export.checkpoint import is_random_checkpoint
 
@@ -79,12 +72,7 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: 
 def graph_specs(sam: torch.nn.Module, flags: dict) -> list[GraphSpec]:
     """The four graphs to export: their modules, example inputs, and names/axes from :mod:`sam2_ros.graph_io`."""
     ex = _example_inputs(flags)
-    modules = {
-        "image_encoder": ImageEncoderGraph(sam),
-        "memory_attention": MemoryAttentionGraph(sam, flags["image_size"]),
-        "mask_decoder": MaskDecoderGraph(sam),
-        "memory_encoder": MemoryEncoderGraph(sam, flags["image_size"]),
-    }
+    modules = graph_modules(sam, flags["image_size"])
     return [
         GraphSpec(g.name, modules[g.name], {n: ex[n] for n in g.inputs}, list(g.outputs), g.dynamic_axes)
         for g in GRAPHS.values()

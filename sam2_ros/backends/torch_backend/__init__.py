@@ -26,9 +26,7 @@ class TorchBackend(ComposedTrackStep):
         try:
             import torch
 
-            from sam2_ros.backends.torch_backend.graphs import (
-                ImageEncoderGraph, MaskDecoderGraph, MemoryAttentionGraph, MemoryEncoderGraph,
-            )
+            from sam2_ros.backends.torch_backend.graphs import graph_modules
             from sam2_ros.manifest import file_sha256
             from sam2_ros.backends.torch_backend.official import build_video_predictor
         except ImportError as e:
@@ -46,10 +44,10 @@ class TorchBackend(ComposedTrackStep):
             raise EngineError(f"checkpoint {ckpt} does not match the manifest's sha256")
         spec = manifest.spec
         sam = build_video_predictor(spec.model, ckpt, image_size=spec.image_size, device=str(self.device))
-        self.image_encoder = ImageEncoderGraph(sam).eval()
-        self.memory_attention = MemoryAttentionGraph(sam, spec.image_size).to(self.device).eval()
-        self.mask_decoder = MaskDecoderGraph(sam).to(self.device).eval()
-        self.memory_encoder = MemoryEncoderGraph(sam, spec.image_size).to(self.device).eval()
+        # the wrappers' own buffers (RoPE, position encodings) are made on the CPU: move them too
+        graphs = {name: m.to(self.device) for name, m in graph_modules(sam, spec.image_size).items()}
+        self.image_encoder, self.memory_attention = graphs["image_encoder"], graphs["memory_attention"]
+        self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
 
     def _t(self, x):
         return x if isinstance(x, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)

@@ -306,6 +306,16 @@ class MemoryEncoderGraph(nn.Module):
         return feats.flatten(2).transpose(1, 2)
 
 
+def graph_modules(sam: nn.Module, image_size: int) -> dict[str, nn.Module]:
+    """The four graphs of ``sam`` as modules in eval mode, keyed by their ``sam2_ros.graph_io`` names."""
+    return {
+        "image_encoder": ImageEncoderGraph(sam).eval(),
+        "memory_attention": MemoryAttentionGraph(sam, image_size).eval(),
+        "mask_decoder": MaskDecoderGraph(sam).eval(),
+        "memory_encoder": MemoryEncoderGraph(sam, image_size).eval(),
+    }
+
+
 def model_constants(sam: nn.Module) -> dict[str, "torch.Tensor"]:
     """Small tensors the host needs for mask prompts (no graph needed for them)."""
     out = {
