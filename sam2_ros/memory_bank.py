@@ -10,7 +10,13 @@ Layout per object row (``max_objects`` rows):
 
 Writing a frame is a slot write; reading returns views of the buffers plus per-slot validity,
 temporal-encoding rows and pointer offsets computed into preallocated scratch arrays. Nothing
-grows with the length of the stream. Conditioning slots keep the latest ``K`` prompted frames.
+grows with the length of the stream.
+
+Conditioning slots keep the latest ``K`` prompted frames (optionally the first prompted frame
+plus the latest ``K - 1``). An evicted conditioning frame that is still among the recent frames
+goes to its recent slot: exactly what the official predictor does with
+``max_cond_frames_in_attn = K`` (it attends to the ``K`` temporally closest conditioning frames
+and treats an unselected one among the last frames as a recent memory).
 """
 
 from __future__ import annotations
@@ -57,11 +63,14 @@ class MemoryBank:
         max_obj_ptrs: int = 16,
         signed_ptr_offsets: bool = True,
         store_bfloat16: bool = True,
+        keep_first_cond_frame: bool = False,
     ):
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         if cond_slots < 1:
             raise ValueError(f"cond_slots must be >= 1, got {cond_slots}")
+        if keep_first_cond_frame and cond_slots < 2:
+            raise ValueError("keep_first_cond_frame needs cond_slots >= 2 (the first frame plus the latest)")
         self.max_objects = max_objects
         self.cond_slots = cond_slots
         self.recent = num_maskmem - 1
@@ -69,6 +78,7 @@ class MemoryBank:
         self.num_maskmem = num_maskmem
         self.signed_ptr_offsets = signed_ptr_offsets
         self.store_bfloat16 = store_bfloat16
+        self.keep_first_cond_frame = keep_first_cond_frame
         m = self.recent + cond_slots
         p = self.ptr_recent + cond_slots
         self.mem_feats = np.zeros((max_objects, m, feat_hw, mem_dim), np.float32)
@@ -120,21 +130,45 @@ class MemoryBank:
         """Store a prompted frame's memory as a conditioning frame of ``row``.
 
         Reuses the slot of the same frame, else an empty slot, else evicts the oldest
-        conditioning frame. A frame that is conditioning is removed from the recent slots.
+        conditioning frame (the second oldest with ``keep_first_cond_frame``); the evicted
+        frame moves to its recent slot (used while it is among the recent frames). A frame
+        that is conditioning is removed from the recent slots.
         """
-        cond = slice(self.recent, None)
-        frames = self.mem_frame[row, cond]
-        same = np.flatnonzero(frames == frame)
-        empty = np.flatnonzero(frames < 0)
-        k = same[0] if same.size else empty[0] if empty.size else int(np.argmin(frames))
-        self._store(self.mem_feats[row, self.recent + k], feats)
-        self.mem_frame[row, self.recent + k] = frame
-        self.obj_ptrs[row, self.ptr_recent + k] = ptr
-        self.ptr_frame[row, self.ptr_recent + k] = frame
-        recent = self.mem_frame[row, : self.recent]
+        k = self._cond_slot_for(row, frame)
+        r, rp = self.recent, self.ptr_recent
+        evicted = int(self.mem_frame[row, r + k])
+        if 0 <= evicted != frame:
+            self._demote(row, k, evicted)
+        self._store(self.mem_feats[row, r + k], feats)
+        self.mem_frame[row, r + k] = frame
+        self.obj_ptrs[row, rp + k] = ptr
+        self.ptr_frame[row, rp + k] = frame
+        recent = self.mem_frame[row, :r]
         recent[recent == frame] = -1
-        recent_p = self.ptr_frame[row, : self.ptr_recent]
+        recent_p = self.ptr_frame[row, :rp]
         recent_p[recent_p == frame] = -1
+
+    def _cond_slot_for(self, row: int, frame: int) -> int:
+        frames = self.mem_frame[row, self.recent :]
+        same = np.flatnonzero(frames == frame)
+        if same.size:
+            return int(same[0])
+        empty = np.flatnonzero(frames < 0)
+        if empty.size:
+            return int(empty[0])
+        order = np.argsort(frames, kind="stable")
+        return int(order[1] if self.keep_first_cond_frame else order[0])
+
+    def _demote(self, row: int, k: int, frame: int) -> None:
+        """Copy conditioning slot ``k`` (holding ``frame``) to ``frame``'s recent ring slots,
+        unless a later frame already holds them (then ``frame`` is too old to be recent)."""
+        s, sp = frame % self.recent, frame % self.ptr_recent
+        if self.mem_frame[row, s] < frame:
+            self.mem_feats[row, s] = self.mem_feats[row, self.recent + k]
+            self.mem_frame[row, s] = frame
+        if self.ptr_frame[row, sp] < frame:
+            self.obj_ptrs[row, sp] = self.obj_ptrs[row, self.ptr_recent + k]
+            self.ptr_frame[row, sp] = frame
 
     # ------------------------------------------------------------------ reads
     def conditioning_frames(self, row: int) -> list[int]:

@@ -4,9 +4,11 @@ Per frame (``step``): encode the image once, then for all tracked objects in one
 memory attention over each object's bank, mask decoder, memory encoder into the bank.
 Prompts (``add_prompt``) apply to the current (latest) frame: a new object id starts an
 object (SAM on that frame, no memory), a known id refines it (decoder conditioned on its
-memory and its current mask). Prompted frames become conditioning frames; their memory is
-encoded before the next frame, after the last prompt on that frame, as the official
-predictor does when propagation resumes.
+memory and its current mask). A new object's prompted frame becomes a conditioning frame; a
+correction of a tracked object does too by default (``corrections_as_conditioning``), or
+else replaces that frame's recent memory (the official predictor's default). The memory of a
+prompted frame is encoded before the next frame, after the last prompt on that frame, as the
+official predictor does when propagation resumes.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class Tracker:
     Args:
         backend: an opened backend (``sam2_ros.backends.load_backend``).
         max_objects: objects tracked at once (memory is allocated for this many).
-        cond_slots: prompted (conditioning) frames kept per object; the latest are kept.
+        cond_slots: prompted (conditioning) frames kept per object. The latest are kept: the
+            official predictor with ``max_cond_frames_in_attn=cond_slots`` (it keeps every
+            prompted frame by default). An evicted one stays a recent memory while recent.
         mask_threshold: logit threshold of the output masks (0 as in SAM 2).
         num_frames: length of a finite clip, if known. SAM 2 scales object-pointer
             distances by ``min(num_frames, 16) - 1``; a live stream (None) uses 15,
@@ -81,6 +85,13 @@ class Tracker:
         fill_hole_area: fill background holes of at most this many low-res pixels in each
             mask (8: the official predictor on GPU; 0: the official predictor on CPU, where
             its CUDA extension is missing and the step is skipped).
+        corrections_as_conditioning: a prompt on an object already tracked on that frame
+            makes the frame a conditioning frame (True: the official
+            ``add_all_frames_to_correct_as_cond=True``, which Meta's own SAM 2 / SAM 3
+            configurations use), or only replaces the frame's recent memory, forgotten after
+            ``num_maskmem - 1`` frames (False: the official predictor's default).
+        keep_first_cond_frame: keep the object's first prompted frame plus the latest
+            ``cond_slots - 1`` instead of the latest ``cond_slots`` (needs ``cond_slots >= 2``).
     """
 
     def __init__(
@@ -91,6 +102,8 @@ class Tracker:
         mask_threshold: float = 0.0,
         num_frames: int | None = None,
         fill_hole_area: int = 8,
+        corrections_as_conditioning: bool = True,
+        keep_first_cond_frame: bool = False,
     ):
         if not isinstance(max_objects, int) or max_objects < 1:
             raise TrackerInputError(f"max_objects must be an int >= 1, got {max_objects!r}")
@@ -109,12 +122,20 @@ class Tracker:
         if not isinstance(fill_hole_area, int) or fill_hole_area < 0:
             raise TrackerInputError(f"fill_hole_area must be an int >= 0, got {fill_hole_area!r}")
         self.fill_hole_area = fill_hole_area
+        for name, flag in (("corrections_as_conditioning", corrections_as_conditioning),
+                           ("keep_first_cond_frame", keep_first_cond_frame)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TrackerInputError(f"{name} must be a bool, got {flag!r}")
+        if keep_first_cond_frame and cond_slots < 2:
+            raise TrackerInputError("keep_first_cond_frame needs cond_slots >= 2 (the first frame plus the latest)")
+        self.corrections_as_conditioning = bool(corrections_as_conditioning)
         max_ptrs = spec.max_obj_ptrs_in_encoder
         self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
         hw = spec.feat_size**2
         self.bank = MemoryBank(
             max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
             max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
+            keep_first_cond_frame=bool(keep_first_cond_frame),
         )
         lr = spec.low_res_size
         # current-frame outputs of each object row (preallocated)
@@ -124,6 +145,7 @@ class Tracker:
         self._ptr = np.zeros((max_objects, spec.hidden_dim), np.float32)
         self._tracked = np.zeros(max_objects, bool)  # output on this frame came from tracking
         self._pending = np.zeros(max_objects, bool)  # prompted on this frame: memory not yet encoded
+        self._pending_cond = np.zeros(max_objects, bool)  # ... and it goes to a conditioning slot
         # tracked memory of the current frame, written to the bank when the next frame arrives
         # (a refinement on the current frame still attends to the 6 frames before it)
         self._staged_mem = np.zeros((max_objects, hw, spec.mem_dim), np.float32)
@@ -159,6 +181,7 @@ class Tracker:
             self.bank.clear(row)
         self._tracked[:] = False
         self._pending[:] = False
+        self._pending_cond[:] = False
         self._staged[:] = False
         self.frame_index = -1
         self._frame_hw: tuple[int, int] | None = None
@@ -287,7 +310,8 @@ class Tracker:
         """Move the current frame's memories into the bank before the next frame.
 
         Tracked objects: their staged memory goes to a recent slot. Objects prompted on this
-        frame: their mask is encoded now (after the last prompt) into a conditioning slot.
+        frame: their mask is encoded now (after the last prompt) into a conditioning slot, or
+        into the recent slot for a correction when ``corrections_as_conditioning`` is off.
         """
         n = self.num_objects
         staged = np.flatnonzero(self._staged[:n] & ~self._pending[:n])
@@ -299,9 +323,14 @@ class Tracker:
             return
         binarize = self._ones_b[: rows.size] if self.spec.binarize_mask_from_pts_for_mem_enc else self._zeros_b[: rows.size]
         mem = self.backend.encode_memory(self._feats, self._low_res[rows], binarize, self._score[rows])
+        cond = self._pending_cond[rows]
         for i, row in enumerate(rows):
-            self.bank.write_conditioning(int(row), self.frame_index, mem[i], self._ptr[row])
+            if cond[i]:
+                self.bank.write_conditioning(int(row), self.frame_index, mem[i], self._ptr[row])
+        if not cond.all():
+            self.bank.write_frame(rows[~cond], self.frame_index, mem[~cond], self._ptr[rows[~cond]])
         self._pending[:] = False
+        self._pending_cond[:] = False
 
     # ---------------------------------------------------------------- prompts
     def add_prompt(self, object_id: int, points=None, labels=None, box=None, mask=None) -> FrameResult:
@@ -320,6 +349,7 @@ class Tracker:
             self.bank.clear(row)
             self._tracked[row] = False
             self._pending[row] = False
+            self._pending_cond[row] = False
             self._staged[row] = False
         is_init = not self._tracked[row]
         if prompt.mask_s is not None:
@@ -329,6 +359,7 @@ class Tracker:
         if is_new:
             self._ids.append(object_id)
         self._pending[row] = True
+        self._pending_cond[row] = is_init or self.corrections_as_conditioning
         return self.current_result()
 
     def _run_point_prompt(self, row: int, prompt: _Prompt, is_init: bool, has_prev: bool) -> None:
@@ -382,7 +413,7 @@ class Tracker:
         if row != last:  # keep live rows contiguous: move the last row into the hole
             self.bank.move(last, row)
             for buf in (self._low_res, self._score, self._iou, self._ptr, self._tracked, self._pending,
-                        self._staged, self._staged_mem):
+                        self._pending_cond, self._staged, self._staged_mem):
                 buf[row] = buf[last]
             self._ids[row] = self._ids[last]
         else:
@@ -390,6 +421,7 @@ class Tracker:
         self._ids.pop()
         self._tracked[last] = False
         self._pending[last] = False
+        self._pending_cond[last] = False
         self._staged[last] = False
 
     # ---------------------------------------------------------------- results

@@ -64,6 +64,42 @@ def test_conditioning_frame_leaves_recent_slots_and_latest_k_are_kept():
     assert (b.mem_feats[0, b.recent:] == 91).any()
 
 
+def test_evicted_conditioning_frame_stays_a_recent_memory_while_recent():
+    """The official predictor with max_cond_frames_in_attn=K attends to an unselected
+    conditioning frame among the last frames as a recent memory."""
+    b = bank(cond_slots=2)
+    b.write_conditioning(0, 0, feats(10), np.full(8, 10, np.float32))
+    b.write_frame(slice(0, 1), 1, feats(1)[None], np.ones((1, 8), np.float32))
+    b.write_conditioning(0, 2, feats(20), np.full(8, 20, np.float32))
+    b.write_conditioning(0, 3, feats(30), np.full(8, 30, np.float32))  # evicts frame 0 (recent for frames 1..6)
+    assert b.conditioning_frames(0) == [2, 3]
+    inp = b.attention_inputs(0, 1, 4, ptr_span=15)
+    recent = {int(f): int(inp.mem_tpos_row[0, s]) for s, f in enumerate(b.mem_frame[0, : b.recent]) if inp.mem_valid[0, s]}
+    assert recent == {0: 3, 1: 2}  # frame t-k uses temporal row k-1
+    s0 = list(b.mem_frame[0, : b.recent]).index(0)
+    assert (b.mem_feats[0, s0] == 10).all()
+    assert 0 in b.ptr_frame[0, : b.ptr_recent]
+    # a later conditioning eviction of a frame whose ring slot is taken by a newer frame is dropped
+    for t in range(4, 10):
+        b.write_frame(slice(0, 1), t, feats(t)[None], np.ones((1, 8), np.float32))
+    b.write_conditioning(0, 10, feats(40), np.full(8, 40, np.float32))  # evicts frame 2: slot holds frame 8
+    assert 2 not in b.mem_frame[0] and b.mem_frame[0, 2 % b.recent] == 8
+    assert 2 in b.ptr_frame[0, : b.ptr_recent]  # pointers reach 15 frames back: still recent
+
+
+def test_keep_first_conditioning_frame():
+    b = bank(cond_slots=3, keep_first_cond_frame=True)
+    for t in (0, 20, 40, 60, 80):
+        b.write_conditioning(0, t, feats(t), np.ones(8, np.float32))
+    assert b.conditioning_frames(0) == [0, 60, 80]
+    latest = bank(cond_slots=3)
+    for t in (0, 20, 40, 60, 80):
+        latest.write_conditioning(0, t, feats(t), np.ones(8, np.float32))
+    assert latest.conditioning_frames(0) == [40, 60, 80]
+    with pytest.raises(ValueError, match="cond_slots >= 2"):
+        bank(cond_slots=1, keep_first_cond_frame=True)
+
+
 def test_views_are_handed_out_and_buffers_never_reallocated():
     b = bank()
     ptrs = [buf.ctypes.data for buf in (b.mem_feats, b.obj_ptrs, b.mem_frame, b.ptr_frame)]

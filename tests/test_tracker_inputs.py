@@ -175,7 +175,11 @@ def test_reset_allows_new_resolution(backend, frames):
     assert r.masks.shape == (0, H // 2, W // 2)
 
 
-@pytest.mark.parametrize("kw", [{"max_objects": 0}, {"cond_slots": 0}, {"num_frames": 1}, {"max_objects": 2.5}])
+@pytest.mark.parametrize("kw", [
+    {"max_objects": 0}, {"cond_slots": 0}, {"num_frames": 1}, {"max_objects": 2.5},
+    {"corrections_as_conditioning": "false"}, {"keep_first_cond_frame": 1},
+    {"keep_first_cond_frame": True, "cond_slots": 1},
+])
 def test_constructor_bad_arguments(backend, kw):
     with pytest.raises(TrackerInputError):
         Tracker(backend, **kw)

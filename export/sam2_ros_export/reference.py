@@ -75,21 +75,35 @@ def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> 
     masks_by_frame: dict[int, dict[int, np.ndarray]] = {}
     frame_seconds: dict[int, float] = {}
     t0 = time.perf_counter()
+    # With the official default (add_all_frames_to_correct_as_cond=False) a correction is a
+    # non-conditioning output that a pass starting on its frame would recompute and discard
+    # (facebookresearch/sam2 issues 546, 719): resume after the prompted frame instead, so the
+    # correction lives on in the recent memories, the streaming meaning of that default.
+    resume_after = not getattr(predictor, "add_all_frames_to_correct_as_cond", True)
     with torch.inference_mode():
         for i, f in enumerate(starts):
             for p in by_frame[f]:
                 if p.mask is not None:
-                    predictor.add_new_mask(state, f, p.object_id, p.mask)
+                    _, ids, video_masks = predictor.add_new_mask(state, f, p.object_id, p.mask)
                 else:
-                    predictor.add_new_points_or_box(
+                    _, ids, video_masks = predictor.add_new_points_or_box(
                         state, f, p.object_id, points=p.points, labels=p.labels, box=p.box,
                     )
+                if resume_after:
+                    k = list(ids).index(p.object_id)
+                    masks_by_frame.setdefault(f, {})[p.object_id] = (video_masks[k, 0] > 0).numpy()
             end = starts[i + 1] if i + 1 < len(starts) else n_frames - 1
+            first = f + 1 if resume_after else f
+            if first > end:
+                predictor.propagate_in_video_preflight(state)  # consolidate the last frame's prompts
+                continue
             t_prev = time.perf_counter()
             for fi, ids, video_masks in predictor.propagate_in_video(
-                state, start_frame_idx=f, max_frame_num_to_track=end - f,
+                state, start_frame_idx=first, max_frame_num_to_track=end - first,
             ):
-                masks_by_frame[fi] = {oid: (video_masks[k, 0] > 0).numpy() for k, oid in enumerate(ids)}
+                masks_by_frame.setdefault(fi, {}).update(
+                    {oid: (video_masks[k, 0] > 0).numpy() for k, oid in enumerate(ids)}
+                )
                 now = time.perf_counter()
                 frame_seconds[fi] = now - t_prev
                 t_prev = now

@@ -22,21 +22,26 @@ def build_video_predictor(
     checkpoint: str | Path | None,
     image_size: int = 1024,
     device: str = "cpu",
-    refinement_as_conditioning: bool = True,
+    corrections_as_conditioning: bool = True,
+    max_cond_frames: int | None = None,
     **options,
 ):
     """The official ``SAM2VideoPredictor`` for ``model_name`` at ``image_size``.
 
-    ``refinement_as_conditioning`` sets the official ``add_all_frames_to_correct_as_cond``:
+    ``corrections_as_conditioning`` sets the official ``add_all_frames_to_correct_as_cond``:
     a correction click on a tracked frame makes that frame a conditioning frame, which is
-    what our streaming tracker does (docs/ARCHITECTURE.md, "Prompts and refinements").
+    what our tracker does by default (docs/ARCHITECTURE.md, "Prompts and corrections").
+    ``max_cond_frames`` sets ``max_cond_frames_in_attn`` (None: every prompted frame, the
+    official default; K >= 2: the K closest, what our tracker's ``cond_slots=K`` keeps).
     ``options`` go to the official ``build_sam2_video_predictor`` (e.g. ``vos_optimized=True``).
     """
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = image_size_overrides(image_size)
-    if refinement_as_conditioning:
+    if corrections_as_conditioning:
         overrides.append("++model.add_all_frames_to_correct_as_cond=true")
+    if max_cond_frames is not None:
+        overrides.append(f"++model.max_cond_frames_in_attn={int(max_cond_frames)}")
     return build_sam2_video_predictor(
         official_model(model_name).config,
         ckpt_path=str(checkpoint) if checkpoint is not None else None,
