@@ -94,6 +94,8 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
     return Tracker(
         backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames,
         fill_hole_area=args.fill_hole_area if fill_hole_area is None else fill_hole_area,
+        corrections_as_conditioning=args.corrections_as_conditioning,
+        keep_first_cond_frame=args.keep_first_cond_frame,
     )
 
 
@@ -130,7 +132,9 @@ def cmd_track(args) -> int:
     stats = {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
         "fps": round(run.fps, 3), "engines": str(args.engines), "video": str(args.video),
-        "fill_hole_area": tracker.fill_hole_area,
+        "fill_hole_area": tracker.fill_hole_area, "cond_slots": args.cond_slots,
+        "keep_first_cond_frame": args.keep_first_cond_frame,
+        "corrections_as_conditioning": tracker.corrections_as_conditioning,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))
@@ -173,7 +177,14 @@ def cmd_compare(args) -> int:
         prompts = load_prompts(args.prompts)
         frames = read_frames(args.video, args.max_frames)
         spec = load_manifest(args.engines).spec
-        predictor = build_video_predictor(spec.model, args.checkpoint, image_size=spec.image_size, device="cpu")
+        # the official predictor configured like ours (its defaults: every prompted frame kept,
+        # corrections not conditioning): max_cond_frames_in_attn = cond_slots is exact for K >= 2
+        exact_k = args.cond_slots >= 2 and not args.keep_first_cond_frame
+        predictor = build_video_predictor(
+            spec.model, args.checkpoint, image_size=spec.image_size, device="cpu",
+            corrections_as_conditioning=args.corrections_as_conditioning,
+            max_cond_frames=args.cond_slots if exact_k else None,
+        )
         # hole filling as the official predictor really does it here (none on CPU), unless asked otherwise
         fill = official_fill_hole_area(predictor) if args.fill_hole_area is None else args.fill_hole_area
         tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=fill)
@@ -223,6 +234,7 @@ def cmd_demo(args) -> int:
     ns = argparse.Namespace(
         engines=str(engines), backend="onnxruntime", providers=None, video=str(video), prompts=str(prompts),
         out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2, fill_hole_area=8,
+        corrections_as_conditioning=True, keep_first_cond_frame=False,
     )
     return cmd_track(ns)
 
@@ -284,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--prompts", required=True)
         s.add_argument("--max-frames", type=int, default=None)
         s.add_argument("--max-objects", type=int, default=8)
-        s.add_argument("--cond-slots", type=int, default=2)
+        s.add_argument("--cond-slots", type=int, default=2,
+                       help="prompted frames kept per object: the latest (official max_cond_frames_in_attn)")
+        s.add_argument("--keep-first-cond-frame", action="store_true",
+                       help="keep the first prompted frame plus the latest cond_slots - 1")
+        s.add_argument("--corrections-as-conditioning", action=argparse.BooleanOptionalAction, default=True,
+                       help="a prompt on a tracked object makes the frame a conditioning frame (default; official "
+                            "add_all_frames_to_correct_as_cond=True); --no-...: the official default, the "
+                            "correction is only a recent memory")
 
     s = sub.add_parser("track", help="track a video file with prompts -> masks.npz, overlay.mp4, stats.json")
     tracking_args(s)

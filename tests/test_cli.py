@@ -20,8 +20,10 @@ def sam2_ros(*args, check=True):
 
 
 def test_compare_prints_json_summary_last(tiny_export_256, tiny_checkpoint):
+    # the official default semantics on both sides (the sample prompts correct object 1 on frame 12)
     proc = sam2_ros(
-        "compare", "--engines", tiny_export_256, "--backend", "onnxruntime", "--checkpoint", tiny_checkpoint,
+        "--verbose", "compare", "--no-corrections-as-conditioning", "--engines", tiny_export_256,
+        "--backend", "onnxruntime", "--checkpoint", tiny_checkpoint,
         "--video", SAMPLES / "bedroom_short.mp4", "--prompts", SAMPLES / "bedroom_prompts.json", "--max-frames", 14,
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -47,6 +49,7 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == 10 and stats["objects"] == 3 and stats["backend"] == "onnxruntime" and stats["fps"] > 0
     assert stats["fill_hole_area"] == 8  # the official GPU behaviour by default
+    assert stats["corrections_as_conditioning"] is True and stats["keep_first_cond_frame"] is False
     assert (out / "overlay.mp4").stat().st_size > 10_000
 
 
@@ -57,6 +60,9 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
         (["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", "/nonexistent.pt", "--out", "o"], "does not exist"),
         (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
           str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--fill-hole-area", "-1"], "fill_hole_area must be"),
+        (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
+          str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--keep-first-cond-frame", "--cond-slots", "1"],
+         "keep_first_cond_frame needs cond_slots >= 2"),
     ],
 )
 def test_bad_arguments_fail_clearly(args, message, tmp_path, tiny_export_256):

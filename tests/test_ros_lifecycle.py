@@ -76,8 +76,12 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
     node = tracker_node
     assert set_param(node, "engine_dir", str(tiny_export_256)).successful
     assert set_param(node, "fill_hole_area", 0).successful  # the official CPU behaviour
+    assert set_param(node, "corrections_as_conditioning", False).successful  # the official default
+    assert set_param(node, "keep_first_cond_frame", True).successful
     assert node.trigger_configure() == SUCCESS and state(node) == "inactive"
-    assert node._worker.tracker.fill_hole_area == 0
+    tracker = node._worker.tracker
+    assert tracker.fill_hole_area == 0 and not tracker.corrections_as_conditioning
+    assert tracker.bank.keep_first_cond_frame
     outputs = dict(node._outputs)
     # results go through lifecycle publishers: silent unless the node is active
     assert set(outputs) == {"objects", "label_image", "overlay"}

@@ -132,6 +132,8 @@ class Sam2TrackerNode(LifecycleNode):
                 cond_slots=self._param("cond_slots"),
                 mask_threshold=self._param("mask_threshold"),
                 fill_hole_area=self._param("fill_hole_area"),
+                corrections_as_conditioning=self._param("corrections_as_conditioning"),
+                keep_first_cond_frame=self._param("keep_first_cond_frame"),
             )
         except (EngineError, TrackerInputError, OSError, ValueError) as e:
             self.get_logger().error(f"configure failed: cannot load {backend} engines from {engine_dir!r}: {e}")

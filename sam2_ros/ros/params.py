@@ -73,8 +73,19 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "cond_slots", 2,
-        "Prompted (conditioning) frames remembered per object; the latest ones are kept.",
+        "Prompted (conditioning) frames remembered per object; the latest ones are kept (the official "
+        "predictor with max_cond_frames_in_attn = cond_slots; it keeps all by default).",
         int_range=(1, 64),
+    ),
+    ParamSpec(
+        "keep_first_cond_frame", False,
+        "Keep each object's first prompted frame plus the latest cond_slots - 1 (needs cond_slots >= 2).",
+    ),
+    ParamSpec(
+        "corrections_as_conditioning", True,
+        "A prompt on an object already tracked on that frame makes the frame a conditioning frame (true: the "
+        "official add_all_frames_to_correct_as_cond=True, as in Meta's own configurations), or only replaces "
+        "that frame's recent memory, forgotten after 6 frames (false: the official predictor's default).",
     ),
     ParamSpec(
         "mask_threshold", 0.0,
