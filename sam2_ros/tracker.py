@@ -21,7 +21,7 @@ import numpy as np
 from sam2_ros.backends.base import Backend, ImageFeatures
 from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.memory_bank import MemoryBank
-from sam2_ros.postprocess import boxes_from_masks, fill_holes, masks_from_logits
+from sam2_ros.postprocess import boxes_from_masks, masks_from_logits
 from sam2_ros.preprocess import (
     downsample_mask,
     mask_prompt_logits,
@@ -132,30 +132,21 @@ class Tracker:
         max_ptrs = spec.max_obj_ptrs_in_encoder
         self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
         hw = spec.feat_size**2
+        self.storage = backend.storage
         self.bank = MemoryBank(
             max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
             max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
-            keep_first_cond_frame=bool(keep_first_cond_frame),
+            keep_first_cond_frame=bool(keep_first_cond_frame), low_res_size=spec.low_res_size,
+            storage=self.storage,
         )
         lr = spec.low_res_size
-        # current-frame outputs of each object row (preallocated)
-        self._low_res = np.zeros((max_objects, 1, lr, lr), np.float32)
-        self._score = np.zeros((max_objects, 1), np.float32)
-        self._iou = np.zeros((max_objects, 1), np.float32)
-        self._ptr = np.zeros((max_objects, spec.hidden_dim), np.float32)
-        self._tracked = np.zeros(max_objects, bool)  # output on this frame came from tracking
-        self._pending = np.zeros(max_objects, bool)  # prompted on this frame: memory not yet encoded
-        self._pending_cond = np.zeros(max_objects, bool)  # ... and it goes to a conditioning slot
-        # tracked memory of the current frame, written to the bank when the next frame arrives
-        # (a refinement on the current frame still attends to the 6 frames before it)
-        self._staged_mem = np.zeros((max_objects, hw, spec.mem_dim), np.float32)
-        self._staged = np.zeros(max_objects, bool)
-        # constant decoder inputs: "no point" (label -1), no mask, per-object flags
+        # constant decoder inputs (host): "no point" (label -1), no mask, per-object flags
         self._no_points = np.zeros((1, 1, 2), np.float32)
         self._no_labels = np.full((1, 1), -1, np.int32)
         self._no_mask = np.zeros((1, 1, lr, lr), np.float32)
         self._zeros_b = np.zeros(max_objects, np.float32)
         self._ones_b = np.ones(max_objects, np.float32)
+        self._no_obj_ptr = self.storage.asarray(np.asarray(self.constants["no_obj_ptr"], np.float32).reshape(-1))
         self.reset()
 
     @staticmethod
@@ -179,10 +170,6 @@ class Tracker:
         self._ids: list[int] = []  # object id of each live row (rows 0..n-1)
         for row in range(self.max_objects):
             self.bank.clear(row)
-        self._tracked[:] = False
-        self._pending[:] = False
-        self._pending_cond[:] = False
-        self._staged[:] = False
         self.frame_index = -1
         self._frame_hw: tuple[int, int] | None = None
         self._feats: ImageFeatures | None = None
@@ -283,19 +270,12 @@ class Tracker:
         self._frame_hw = frame.shape[:2]
         self.frame_index += 1
         n = self.num_objects
-        self._tracked[:] = False
+        self.bank.new_frame()
         if n:
-            t = self.frame_index
-            inp = self.bank.attention_inputs(0, n, t, self.ptr_span)
+            inp = self.bank.attention_inputs(0, n, self.frame_index, self.ptr_span)
             out, mem = self.backend.track_step(self._feats, inp, self._use_multimask(False, 0))
-            self._staged_mem[:n] = mem
-            self._staged[:n] = True
-            self._low_res[:n] = out.low_res_masks
-            fill_holes(self._low_res[:n, 0], self.fill_hole_area)  # after the memory, as SAM 2 does
-            self._score[:n] = out.object_score_logits
-            self._iou[:n] = out.iou
-            self._ptr[:n] = out.obj_ptr
-            self._tracked[:n] = True
+            self.bank.set_tracked(n, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem)
+            self.bank.fill_holes(slice(0, n), self.fill_hole_area)  # after the memory, as SAM 2 does
         return self.current_result()
 
     def _use_multimask(self, is_init: bool, num_points: int) -> bool:
@@ -307,30 +287,13 @@ class Tracker:
         )
 
     def _commit_current_frame(self) -> None:
-        """Move the current frame's memories into the bank before the next frame.
+        """Move the current frame's memories into the bank before the next frame (``MemoryBank.commit``)."""
+        if self.frame_index >= 0:
+            self.bank.commit(self.frame_index, self.num_objects, self._encode_memory,
+                             self.spec.binarize_mask_from_pts_for_mem_enc)
 
-        Tracked objects: their staged memory goes to a recent slot. Objects prompted on this
-        frame: their mask is encoded now (after the last prompt) into a conditioning slot, or
-        into the recent slot for a correction when ``corrections_as_conditioning`` is off.
-        """
-        n = self.num_objects
-        staged = np.flatnonzero(self._staged[:n] & ~self._pending[:n])
-        if staged.size:
-            self.bank.write_frame(staged, self.frame_index, self._staged_mem[staged], self._ptr[staged])
-        self._staged[:] = False
-        rows = np.flatnonzero(self._pending[:n])
-        if not rows.size:
-            return
-        binarize = self._ones_b[: rows.size] if self.spec.binarize_mask_from_pts_for_mem_enc else self._zeros_b[: rows.size]
-        mem = self.backend.encode_memory(self._feats, self._low_res[rows], binarize, self._score[rows])
-        cond = self._pending_cond[rows]
-        for i, row in enumerate(rows):
-            if cond[i]:
-                self.bank.write_conditioning(int(row), self.frame_index, mem[i], self._ptr[row])
-        if not cond.all():
-            self.bank.write_frame(rows[~cond], self.frame_index, mem[~cond], self._ptr[rows[~cond]])
-        self._pending[:] = False
-        self._pending_cond[:] = False
+    def _encode_memory(self, low_res, binarize, score):
+        return self.backend.encode_memory(self._feats, low_res, binarize, score)
 
     # ---------------------------------------------------------------- prompts
     def add_prompt(self, object_id: int, points=None, labels=None, box=None, mask=None) -> FrameResult:
@@ -347,43 +310,38 @@ class Tracker:
         row = self.num_objects if is_new else self._ids.index(object_id)
         if is_new:
             self.bank.clear(row)
-            self._tracked[row] = False
-            self._pending[row] = False
-            self._pending_cond[row] = False
-            self._staged[row] = False
-        is_init = not self._tracked[row]
+        is_init = not self.bank.tracked[row]
+        as_cond = is_init or self.corrections_as_conditioning
         if prompt.mask_s is not None:
-            self._run_mask_prompt(row, prompt.mask_s)
+            self._run_mask_prompt(row, prompt.mask_s, as_cond)
         else:
-            self._run_point_prompt(row, prompt, is_init, has_prev=not is_new)
+            self._run_point_prompt(row, prompt, is_init, has_prev=not is_new, as_cond=as_cond)
         if is_new:
             self._ids.append(object_id)
-        self._pending[row] = True
-        self._pending_cond[row] = is_init or self.corrections_as_conditioning
         return self.current_result()
 
-    def _run_point_prompt(self, row: int, prompt: _Prompt, is_init: bool, has_prev: bool) -> None:
+    def _run_point_prompt(self, row: int, prompt: _Prompt, is_init: bool, has_prev: bool, as_cond: bool) -> None:
         if is_init:
-            pix, no_mem = self.backend.image_embed_host(self._feats), self._ones_b[:1]
+            pix, no_mem = self.backend.frame_embedding(self._feats), self._ones_b[:1]
         else:
             inp = self.bank.attention_inputs(row, row + 1, self.frame_index, self.ptr_span)
             pix, no_mem = self.backend.attend_memory(self._feats, **inp.as_dict()), self._zeros_b[:1]
         if has_prev:  # previous logits of this object on this frame guide the new clicks
-            mask_input, has_mask = np.clip(self._low_res[row : row + 1], -32.0, 32.0), self._ones_b[:1]
+            mask_input, has_mask = np.clip(self.bank.low_res_host[row : row + 1], -32.0, 32.0), self._ones_b[:1]
         else:
             mask_input, has_mask = self._no_mask[:1], self._zeros_b[:1]
         multimask = self._ones_b[:1] if self._use_multimask(is_init, len(prompt.labels)) else self._zeros_b[:1]
         out = self.backend.decode(
             self._feats, pix, no_mem, prompt.coords[None], prompt.labels[None], mask_input, has_mask, multimask,
         )
-        self._store(row, out.low_res_masks[0], out.object_score_logits[0], out.iou[0], out.obj_ptr[0])
+        self._store(row, out.low_res_masks[0], out.object_score_logits[0], out.iou[0], out.obj_ptr[0], as_cond)
 
-    def _run_mask_prompt(self, row: int, mask_s: np.ndarray) -> None:
+    def _run_mask_prompt(self, row: int, mask_s: np.ndarray, as_cond: bool) -> None:
         """SAM 2 ``use_mask_input_as_output_without_sam``: the mask is the output; the decoder gives the pointer."""
         c = self.constants
         mask_in = downsample_mask(mask_s, c["mask_downsample_weight"], c["mask_downsample_bias"])
         out = self.backend.decode(
-            self._feats, self.backend.image_embed_host(self._feats), self._zeros_b[:1],
+            self._feats, self.backend.frame_embedding(self._feats), self._zeros_b[:1],
             self._no_points[:1], self._no_labels[:1], mask_in[None, None], self._ones_b[:1], self._zeros_b[:1],
         )
         appearing = float(mask_s.any())
@@ -391,16 +349,13 @@ class Tracker:
         if self.spec.pred_obj_scores:
             if self.spec.fixed_no_obj_ptr:
                 ptr = appearing * ptr
-            ptr = ptr + (1.0 - appearing) * c["no_obj_ptr"]
+            ptr = ptr + (1.0 - appearing) * self._no_obj_ptr
         low_res = mask_prompt_logits(mask_s, self.spec.low_res_size)
-        self._store(row, low_res[None], np.float32([20.0 * appearing - 10.0]), np.float32([1.0]), ptr)
+        self._store(row, low_res[None], np.float32([20.0 * appearing - 10.0]), np.float32([1.0]), ptr, as_cond)
 
-    def _store(self, row: int, low_res, score, iou, ptr) -> None:
-        self._low_res[row] = low_res
-        fill_holes(self._low_res[row], self.fill_hole_area)
-        self._score[row] = score
-        self._iou[row] = iou
-        self._ptr[row] = ptr
+    def _store(self, row: int, low_res, score, iou, ptr, as_cond: bool) -> None:
+        self.bank.set_prompted(row, low_res, score, iou, ptr, as_cond)
+        self.bank.fill_holes(slice(row, row + 1), self.fill_hole_area)
 
     # ---------------------------------------------------------------- removal
     def remove_object(self, object_id: int) -> None:
@@ -412,17 +367,10 @@ class Tracker:
         last = self.num_objects - 1
         if row != last:  # keep live rows contiguous: move the last row into the hole
             self.bank.move(last, row)
-            for buf in (self._low_res, self._score, self._iou, self._ptr, self._tracked, self._pending,
-                        self._pending_cond, self._staged, self._staged_mem):
-                buf[row] = buf[last]
             self._ids[row] = self._ids[last]
         else:
             self.bank.clear(row)
         self._ids.pop()
-        self._tracked[last] = False
-        self._pending[last] = False
-        self._pending_cond[last] = False
-        self._staged[last] = False
 
     # ---------------------------------------------------------------- results
     def current_result(self) -> FrameResult | None:
@@ -430,14 +378,14 @@ class Tracker:
         if self.frame_index < 0:
             return None
         order = np.argsort(self._ids, kind="stable").astype(np.int64)
-        low_res = self._low_res[order, 0]
+        low_res = self.bank.low_res_host[order, 0]
         masks = masks_from_logits(low_res, self._frame_hw, self.mask_threshold)
         return FrameResult(
             frame_index=self.frame_index,
             object_ids=[self._ids[i] for i in order],
             masks=masks,
-            scores=self._score[order, 0].copy(),
-            ious=self._iou[order, 0].copy(),
+            scores=self.bank.score_host[order, 0].copy(),
+            ious=self.bank.iou_host[order, 0].copy(),
             boxes=boxes_from_masks(masks),
             low_res_logits=low_res.copy(),
         )

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from sam2_ros.memory_bank import MemoryBank, round_to_bfloat16
+from sam2_ros.memory_bank import MemoryBank
+from sam2_ros.storage import round_to_bfloat16
 
 
 def bank(**kw):

@@ -1,10 +1,14 @@
 """The protocol every backend implements: the four SAM 2 graphs, their limits, and closing.
 
 Graph inputs and outputs follow the layouts and names of :mod:`sam2_ros.graph_io`. Arrays the
-tracker builds (prompts, flags, the memory bank's views) are host numpy arrays. What a backend
-returns as a :data:`Tensor` (image features, the memory-conditioned ``pix_feat``) is opaque:
-a numpy array on CPU backends, a ``torch.Tensor``, an ONNX Runtime ``OrtValue`` or a TensorRT
-device buffer elsewhere. The tracker only hands it back to the same backend.
+tracker builds (prompts, flags, slot validity and temporal rows) are small host numpy arrays.
+The memory bank's tensors live in the backend's :attr:`Backend.storage` (see
+:mod:`sam2_ros.storage`), and the backend returns its outputs as buffers of that storage, so the
+memory encoder's output is written into a bank slot without a host round trip on a GPU.
+What a backend returns as a :data:`Tensor` (image features, the memory-conditioned
+``pix_feat``) is opaque: a numpy array on CPU backends, a ``torch.Tensor``, an ONNX Runtime
+``OrtValue`` or a TensorRT device buffer elsewhere. The tracker only hands it back to the same
+backend.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from sam2_ros.graph_io import MASK_DECODER
 from sam2_ros.manifest import Manifest
 from sam2_ros.memory_bank import AttentionInputs
+from sam2_ros.storage import Buffer, Storage
 
 #: A backend's own array type; only the backend that made it interprets it.
 Tensor = Any
@@ -33,10 +38,12 @@ class ImageFeatures:
 
 @dataclass
 class DecoderOutput:
-    low_res_masks: np.ndarray  # [B,1,4h,4w] chosen mask logits (-1024 where the object is absent)
-    iou: np.ndarray  # [B,1]
-    obj_ptr: np.ndarray  # [B,256]
-    object_score_logits: np.ndarray  # [B,1]
+    """Mask-decoder outputs, buffers of the backend's storage."""
+
+    low_res_masks: Buffer  # [B,1,4h,4w] chosen mask logits (-1024 where the object is absent)
+    iou: Buffer  # [B,1]
+    obj_ptr: Buffer  # [B,256]
+    object_score_logits: Buffer  # [B,1]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Backend(Protocol):
 
     name: str
     manifest: Manifest
+    #: Where the memory bank lives and what the backend returns (host numpy, a torch device, ...).
+    storage: Storage
 
     @property
     def limits(self) -> ShapeLimits:
@@ -82,10 +91,10 @@ class Backend(Protocol):
     def attend_memory(
         self,
         feats: ImageFeatures,
-        mem_feats: np.ndarray,
+        mem_feats: Buffer,
         mem_tpos_row: np.ndarray,
         mem_valid: np.ndarray,
-        obj_ptrs: np.ndarray,
+        obj_ptrs: Buffer,
         ptr_tpos: np.ndarray,
         ptr_valid: np.ndarray,
     ) -> Tensor:
@@ -107,18 +116,18 @@ class Backend(Protocol):
     def encode_memory(
         self,
         feats: ImageFeatures,
-        low_res_masks: np.ndarray,
+        low_res_masks: Buffer,
         binarize: np.ndarray,
-        object_score_logits: np.ndarray,
-    ) -> np.ndarray:
+        object_score_logits: Buffer,
+    ) -> Buffer:
         """-> maskmem [B,h*w,64]: memory features of each object's mask on the frame."""
 
-    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
-        """The frame embedding [1,256,h,w] as a host array (first prompted frame of an object)."""
+    def frame_embedding(self, feats: ImageFeatures) -> Tensor:
+        """The frame embedding [1,256,h,w] as ``decode``'s ``pix_feat`` (an object's first prompted frame)."""
 
     def track_step(
         self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool
-    ) -> tuple[DecoderOutput, np.ndarray]:
+    ) -> tuple[DecoderOutput, Buffer]:
         """One tracking step of ``n`` objects: attend -> decode (no prompt) -> encode memory.
 
         Returns the decoder outputs and maskmem [n,h*w,64]. GPU backends fuse it (one launch).
@@ -139,7 +148,7 @@ class ComposedTrackStep:
 
     def track_step(
         self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool
-    ) -> tuple[DecoderOutput, np.ndarray]:
+    ) -> tuple[DecoderOutput, Buffer]:
         n = attention_inputs.mem_valid.shape[0]
         lr = self.manifest.spec.low_res_size
         pix = self.attend_memory(feats, **attention_inputs.as_dict())

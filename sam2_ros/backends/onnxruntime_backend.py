@@ -10,6 +10,7 @@ from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, 
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ENCODER
 from sam2_ros.manifest import Manifest
+from sam2_ros.storage import HOST
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,13 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     """Runs the exported ONNX graphs with ONNX Runtime.
 
     ``providers``: names or aliases (``cpu``, ``cuda``, ``tensorrt``) in order of preference.
-    On a GPU provider the image features stay on the device between graphs (IO binding);
-    small per-object tensors travel through host memory.
+    On a GPU provider the image features stay on the device between graphs (IO binding); the
+    memory bank is host memory (``HOST`` storage) and is copied to the device per call.
     """
 
     name = "onnxruntime"
     limits: ShapeLimits = UNLIMITED
+    storage = HOST
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0):
         import onnxruntime as ort
@@ -95,9 +97,8 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))
 
-    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
-        emb = feats.image_embed
-        return emb if isinstance(emb, np.ndarray) else emb.numpy()
+    def frame_embedding(self, feats: ImageFeatures):
+        return feats.image_embed  # numpy on CPU; an OrtValue bound as is on a GPU provider
 
     def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
         return self._run(

@@ -61,6 +61,7 @@ from sam2_ros.errors import EngineError
 from sam2_ros.memory_bank import AttentionInputs
 from sam2_ros.graph_io import GRAPH_NAMES, IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 from sam2_ros.manifest import Manifest, file_sha256
+from sam2_ros.storage import HOST
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,9 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    #: The bank stays in (page-locked, registered) host memory for now; its slices are copied to
+    #: the device per call. Device-resident bank storage for TensorRT is future work (needs a GPU).
+    storage = HOST
 
     def __init__(
         self,
@@ -704,7 +708,7 @@ class TensorRTBackend:
         self._run([("image_encoder", IMAGE_ENCODER.feeds(image))], outputs=[])
         return ImageFeatures(*(self._device_array("image_encoder", n) for n in IMAGE_ENCODER.outputs))
 
-    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
+    def frame_embedding(self, feats: ImageFeatures) -> np.ndarray:
         return np.asarray(feats.image_embed)
 
     def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> DeviceArray:

@@ -1,10 +1,13 @@
 """PyTorch backend: the official SAM 2 modules, wrapped one module per graph, eager.
 
-The reference for the other backends and the GPU fallback. Needs torch and the official
-``sam2`` package; the weights come from the checkpoint recorded in the manifest (or given).
+The reference for the other backends and the GPU path we can measure. Needs torch and the
+official ``sam2`` package; the weights come from the checkpoint recorded in the manifest (or
+given). Device-resident: the memory bank lives in :class:`.storage.TorchStorage` tensors on
+``device`` and every graph output stays there; only prompts, slot bookkeeping, the input image
+and the results the tracker reports cross to the host.
 This folder is the only place of the runtime that imports torch: :mod:`.graphs` (the four
-graphs as PyTorch modules, which the ONNX export also traces) and :mod:`.official` (building
-the official model).
+graphs as PyTorch modules, which the ONNX export also traces), :mod:`.official` (building
+the official model) and :mod:`.storage`.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ class TorchBackend(ComposedTrackStep):
             import torch
 
             from sam2_ros.backends.torch_backend.graphs import graph_modules
-            from sam2_ros.manifest import file_sha256
             from sam2_ros.backends.torch_backend.official import build_video_predictor
+            from sam2_ros.backends.torch_backend.storage import TorchStorage
+            from sam2_ros.manifest import file_sha256
         except ImportError as e:
             raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
         self.manifest = manifest
         self.torch = torch
         self.device = torch.device(device)
+        self.storage = TorchStorage(self.device)
         ckpt = checkpoint or manifest.data.get("checkpoint")
         if not ckpt or not Path(ckpt).is_file():
             raise EngineError(
@@ -49,36 +54,29 @@ class TorchBackend(ComposedTrackStep):
         self.image_encoder, self.memory_attention = graphs["image_encoder"], graphs["memory_attention"]
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
 
-    def _t(self, x):
-        return x if isinstance(x, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-
     def _call(self, module, *args):
         with self.torch.inference_mode():
-            out = module(*(self._t(a) for a in args))
-        return out
-
-    @staticmethod
-    def _np(x) -> np.ndarray:
-        return x.detach().float().cpu().numpy()
+            return module(*(self.storage.asarray(a) for a in args))
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         return ImageFeatures(*self._call(self.image_encoder, image))
 
-    def image_embed_host(self, feats: ImageFeatures) -> np.ndarray:
-        return self._np(feats.image_embed)
+    def frame_embedding(self, feats: ImageFeatures):
+        return feats.image_embed
 
-    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
-        return self._np(self._call(self.memory_attention, feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid))
+    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
+        return self._call(self.memory_attention, feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs,
+                          ptr_tpos, ptr_valid)
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._call(
             self.mask_decoder, pix_feat, feats.feat_s0, feats.feat_s1, no_mem, point_coords, point_labels,
             mask_input, has_mask, multimask,
         )
-        return DecoderOutput(*(self._np(o) for o in out))
+        return DecoderOutput(*out)
 
-    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
-        return self._np(self._call(self.memory_encoder, feats.image_embed, low_res_masks, binarize, object_score_logits))
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits):
+        return self._call(self.memory_encoder, feats.image_embed, low_res_masks, binarize, object_score_logits)
 
     def close(self) -> None:
         """Drop the modules (and their GPU memory with the caching allocator's next release)."""
