@@ -100,17 +100,20 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
 
 
 def cmd_track(args) -> int:
+    from tqdm import tqdm
+
     from sam2_ros.errors import Sam2RosError
+    from sam2_ros.io.masks_file import MasksWriter
     from sam2_ros.io.prompts_file import load_prompts
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.io.video import OverlayWriter, iter_frames, video_fps
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    writer = None
     try:
         prompts = load_prompts(args.prompts)
         tracker = _open_tracker(args)
-        writer = None
 
         def on_frame(i, frame, res):
             nonlocal writer
@@ -118,17 +121,15 @@ def cmd_track(args) -> int:
                 writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
             writer.write(frame, res.masks, res.object_ids)
 
-        from tqdm import tqdm
-
         frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
-        run = run_tracker(tracker, frames, prompts, on_frame=on_frame)
-        if writer is not None:
-            writer.close()
+        # masks go to disk frame by frame: memory stays flat however long the clip
+        with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
+            run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
-    np.savez_compressed(
-        out / "masks.npz", masks=run.masks, scores=run.scores, object_ids=np.asarray(run.object_ids, np.int64)
-    )
+    finally:
+        if writer is not None:
+            writer.close()
     stats = {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
         "fps": round(run.fps, 3), "engines": str(args.engines), "video": str(args.video),
