@@ -109,7 +109,9 @@ assert not leaked, leaked
 """
     return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, **(env or {})},
+        # this checkout's sam2_ros first, not whichever one the environment has installed (a worktree)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+             **(env or {})},
     )
 
 
