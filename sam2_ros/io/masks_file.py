@@ -14,16 +14,17 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from types import TracebackType
 from typing import Sequence
 
 import numpy as np
+
+from sam2_ros.io.atomic import AtomicOutput
 
 #: Bytes copied from a part file into the zip at a time.
 COPY_CHUNK = 4 << 20
 
 
-class MasksWriter:
+class MasksWriter(AtomicOutput):
     """Writes ``masks.npz`` one frame at a time; use as a context manager (closes, or aborts on error)."""
 
     def __init__(self, path: str | Path, object_ids: Sequence[int]):
@@ -88,12 +89,3 @@ class MasksWriter:
     def _remove_parts(self) -> None:
         for p in self._parts.values():
             p.unlink(missing_ok=True)
-
-    def __enter__(self) -> MasksWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
