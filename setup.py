@@ -17,6 +17,7 @@ setup(
     install_requires=["numpy<2.3", "opencv-python-headless<5", "pillow", "pyyaml", "tqdm"],
     extras_require={
         "onnxruntime": ["onnxruntime"],
+        "bag": ["rosbags>=0.11.9,<0.12"],  # `sam2-ros track --bag` (rosbag2 in and out, no ROS install needed)
         "export": ["torch", "onnx", "hydra-core", "iopath"],
     },
     entry_points={"console_scripts": ["sam2-ros = sam2_ros.cli:main", "sam2_tracker = sam2_ros.ros.node:main"]},

@@ -100,38 +100,48 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
 
 
 def cmd_track(args) -> int:
+    from tqdm import tqdm
+
     from sam2_ros.errors import Sam2RosError
-    from sam2_ros.io.prompts_file import load_prompts
+    from sam2_ros.io.masks_file import MasksWriter
+    from sam2_ros.io.prompts_file import load_prompts, require_frames
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.io.video import OverlayWriter, iter_frames, video_fps
 
+    if args.bag is None and (args.topic is not None or args.overlay_topic):
+        return _die("--topic and --overlay-topic go with --bag")
+    if args.bag is not None and not args.topic:
+        return _die("--bag needs --topic: the image topic to track (sensor_msgs/msg/Image or CompressedImage)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    writer = None
     try:
         prompts = load_prompts(args.prompts)
-        tracker = _open_tracker(args)
-        writer = None
+        if args.bag is not None:
+            run, inputs, tracker = _track_bag(args, prompts, out)
+        else:
+            require_frames(prompts, f"video {args.video}")
+            inputs = {"video": str(args.video)}
+            tracker = _open_tracker(args)
 
-        def on_frame(i, frame, res):
-            nonlocal writer
-            if writer is None:
-                writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
-            writer.write(frame, res.masks, res.object_ids)
+            def on_frame(i, frame, res):
+                nonlocal writer
+                if writer is None:
+                    writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
+                writer.write(frame, res.masks, res.object_ids)
 
-        from tqdm import tqdm
-
-        frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
-        run = run_tracker(tracker, frames, prompts, on_frame=on_frame)
-        if writer is not None:
-            writer.close()
+            frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
+            # masks go to disk frame by frame: memory stays flat however long the clip
+            with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
+                run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
-    np.savez_compressed(
-        out / "masks.npz", masks=run.masks, scores=run.scores, object_ids=np.asarray(run.object_ids, np.int64)
-    )
+    finally:
+        if writer is not None:
+            writer.close()
     stats = {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
-        "fps": round(run.fps, 3), "engines": str(args.engines), "video": str(args.video),
+        "fps": round(run.fps, 3), "engines": str(args.engines), **inputs,
         "fill_hole_area": tracker.fill_hole_area, "cond_slots": args.cond_slots,
         "keep_first_cond_frame": args.keep_first_cond_frame,
         "corrections_as_conditioning": tracker.corrections_as_conditioning,
@@ -139,6 +149,24 @@ def cmd_track(args) -> int:
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))
     return 0
+
+
+def _track_bag(args, prompts, out: Path):
+    """``track --bag``: the bag's image topic -> masks.npz and an output bag of results."""
+    try:
+        from sam2_ros.io.bag import BagImageTopic, track_bag
+    except ModuleNotFoundError as e:
+        if e.name != "rosbags":
+            raise
+        raise ValueError("--bag needs the rosbags package: pip install 'rosbags==0.11.9' (or sam2_ros[bag])") from None
+
+    with BagImageTopic(args.bag, args.topic) as source:  # checks the bag and topic before loading the model
+        tracker = _open_tracker(args)
+        run, bag = track_bag(
+            tracker, source, prompts, out, args.max_objects, overlay=args.overlay_topic, max_frames=args.max_frames,
+        )
+    inputs = {"bag": str(args.bag), "topic": args.topic, "output_bag": str(bag.path), "output_topics": bag.topics}
+    return run, inputs, tracker
 
 
 def compare_runs(ours, ref) -> dict:
@@ -167,7 +195,7 @@ def compare_runs(ours, ref) -> dict:
 def cmd_compare(args) -> int:
     from sam2_ros.errors import Sam2RosError
     from sam2_ros.manifest import load_manifest
-    from sam2_ros.io.prompts_file import load_prompts
+    from sam2_ros.io.prompts_file import load_prompts, require_frames
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.io.video import read_frames
     from sam2_ros.backends.torch_backend.official import build_video_predictor
@@ -175,6 +203,7 @@ def cmd_compare(args) -> int:
 
     try:
         prompts = load_prompts(args.prompts)
+        require_frames(prompts, f"video {args.video}")
         frames = read_frames(args.video, args.max_frames)
         spec = load_manifest(args.engines).spec
         # the official predictor configured like ours (its defaults: every prompted frame kept,
@@ -233,7 +262,7 @@ def cmd_demo(args) -> int:
     prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
     ns = argparse.Namespace(
         engines=str(engines), backend="onnxruntime", providers=None, video=str(video), prompts=str(prompts),
-        out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2, fill_hole_area=8,
+        bag=None, topic=None, overlay_topic=False, out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2, fill_hole_area=8,
         corrections_as_conditioning=True, keep_first_cond_frame=False,
     )
     return cmd_track(ns)
@@ -288,11 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("build_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_build)
 
-    def tracking_args(s):
+    def tracking_args(s, bag: bool = False):
         s.add_argument("--engines", required=True, help="export directory (manifest.json)")
         s.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
         s.add_argument("--providers", default=None, help="onnxruntime providers, e.g. cuda,cpu")
-        s.add_argument("--video", required=True)
+        if bag:
+            src = s.add_mutually_exclusive_group(required=True)
+            src.add_argument("--video", help="a video file")
+            src.add_argument("--bag", help="a rosbag2 bag (folder, or its .mcap / .db3 file); needs --topic")
+            s.add_argument("--topic", default=None,
+                           help="with --bag: the image topic (sensor_msgs/msg/Image or CompressedImage)")
+            s.add_argument("--overlay-topic", action="store_true",
+                           help="with --bag: also write <ns>/sam2/overlay (rgb8) to the output bag")
+        else:
+            s.add_argument("--video", required=True)
         s.add_argument("--prompts", required=True)
         s.add_argument("--max-frames", type=int, default=None)
         s.add_argument("--max-objects", type=int, default=8)
@@ -305,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "add_all_frames_to_correct_as_cond=True); --no-...: the official default, the "
                             "correction is only a recent memory")
 
-    s = sub.add_parser("track", help="track a video file with prompts -> masks.npz, overlay.mp4, stats.json")
-    tracking_args(s)
+    s = sub.add_parser(
+        "track", help="track a video file (-> masks.npz, overlay.mp4, stats.json) or a rosbag2 image topic "
+                      "(-> masks.npz, bag/ with the node's result topics, stats.json) with prompts",
+    )
+    tracking_args(s, bag=True)
     s.add_argument("--checkpoint", default=None, help="weights for --backend torch")
     s.add_argument("--fill-hole-area", type=int, default=8, metavar="PIXELS",
                    help="fill mask holes up to this many low-res pixels: 8 = official predictor on GPU (default), "

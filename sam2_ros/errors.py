@@ -19,3 +19,7 @@ class FrameSizeChanged(TrackerInputError):
 
 class EngineError(Sam2RosError, RuntimeError):
     """A missing, incomplete or mismatched engine directory / manifest."""
+
+
+class ImageConversionError(Sam2RosError, ValueError):
+    """An image (message, bag record) that cannot be turned into the array the tracker needs."""

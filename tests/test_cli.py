@@ -8,6 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from sam2_ros.backends import backend_options, load_backend
+from sam2_ros.io.prompts_file import load_prompts
+from sam2_ros.io.runner import run_tracker
+from sam2_ros.io.video import read_frames
+from sam2_ros.tracker import Tracker
 
 SAMPLES = REPO / "samples"
 
@@ -46,6 +51,17 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
         assert z["object_ids"].tolist() == [1, 2, 3]
         assert np.isnan(z["scores"][:8, 2]).all() and not np.isnan(z["scores"][8:, 2]).any()
         assert not z["masks"][:8, 2].any()
+        written = {k: z[k] for k in z.files}
+    # the file written frame by frame equals the in-memory run over the same frames and prompts
+    run = run_tracker(
+        Tracker(load_backend(tiny_export_256, "onnxruntime", **backend_options("onnxruntime")),
+                max_objects=8, cond_slots=2, fill_hole_area=8),
+        read_frames(SAMPLES / "bedroom_short.mp4", 10), load_prompts(SAMPLES / "bedroom_prompts.json"),
+    )
+    np.testing.assert_array_equal(written["masks"], run.masks)
+    np.testing.assert_array_equal(written["scores"], run.scores)
+    assert written["object_ids"].dtype == np.int64 and written["object_ids"].tolist() == run.object_ids
+    assert sorted(p.name for p in out.iterdir()) == ["masks.npz", "overlay.mp4", "stats.json"]  # no part files left
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == 10 and stats["objects"] == 3 and stats["backend"] == "onnxruntime" and stats["fps"] > 0
     assert stats["fill_hole_area"] == 8  # the official GPU behaviour by default

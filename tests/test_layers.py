@@ -109,7 +109,9 @@ assert not leaked, leaked
 """
     return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, **(env or {})},
+        # this checkout's sam2_ros first, not whichever one the environment has installed (a worktree)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+             **(env or {})},
     )
 
 
@@ -139,6 +141,33 @@ def test_track_with_onnxruntime_runs_without_torch(tiny_export_256, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == 3 and stats["backend"] == "onnxruntime"
     assert (out / "masks.npz").is_file()
+
+
+def test_track_bag_runs_without_torch_and_ros(tiny_export_256, tmp_path):
+    """`track --bag` reads and writes rosbag2 with the rosbags library: no torch, no rclpy, no ROS messages."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from sam2_ros.io.video import iter_frames
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    image, header = ts.types["sensor_msgs/msg/Image"], ts.types["std_msgs/msg/Header"]
+    with Writer(tmp_path / "in", version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/cam/image", "sensor_msgs/msg/Image", typestore=ts)
+        for i, rgb in enumerate(iter_frames(REPO / "samples" / "bedroom_short.mp4", 2)):
+            stamp = ts.types["builtin_interfaces/msg/Time"](sec=100 + i, nanosec=0)
+            msg = image(header=header(stamp=stamp, frame_id="cam"), height=rgb.shape[0], width=rgb.shape[1],
+                        encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.reshape(-1))
+            w.write(conn, (100 + i) * 10**9, ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    out = tmp_path / "track"
+    no_ros = TORCH_MODULES | ROS_MODULES | {"sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs"}
+    proc = run_without_torch(cli(
+        "track", "--engines", tiny_export_256, "--bag", tmp_path / "in", "--topic", "/cam/image",
+        "--prompts", REPO / "samples" / "bedroom_prompts.json", "--out", out,
+    ), tmp_path, blocked=no_ros)
+    assert proc.returncode == 0 and "EXIT 0" in proc.stdout, proc.stderr[-3000:]
+    assert json.loads((out / "stats.json").read_text())["frames"] == 2
+    assert (out / "masks.npz").is_file() and (out / "bag" / "metadata.yaml").is_file()
 
 
 def test_download_needs_only_the_network(tmp_path):

@@ -15,8 +15,8 @@ from sam2_ros.tracker import FrameResult, Tracker
 @dataclass
 class TrackRun:
     object_ids: list[int]
-    masks: np.ndarray  # [frames, objects, H, W] bool
-    scores: np.ndarray  # [frames, objects] float32, NaN before an object's first prompt
+    masks: np.ndarray | None  # [frames, objects, H, W] bool (None when not kept)
+    scores: np.ndarray | None  # [frames, objects] float32, NaN before an object's first prompt (None when not kept)
     low_res: np.ndarray | None  # [frames, objects, 4h, 4w] float32 (when kept)
     frame_seconds: list[float]  # wall time of each frame (step + its prompts)
 
@@ -31,7 +31,16 @@ def run_tracker(
     prompts: list[Prompt],
     keep_low_res: bool = False,
     on_frame: Callable[[int, np.ndarray, FrameResult], None] | None = None,
+    keep_masks: bool = True,
+    sink: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> TrackRun:
+    """Step ``tracker`` through ``frames``, applying each prompt after the step of its frame.
+
+    Every frame's masks [objects, H, W] and scores [objects] (columns: the prompts' object ids,
+    ascending) go to ``sink`` when given, and are stacked into the returned run unless
+    ``keep_masks`` is False (then ``masks`` and ``scores`` are None and memory stays flat in the
+    number of frames). ``on_frame(i, frame, result)`` runs after each frame.
+    """
     by_frame = prompts_by_frame(prompts)
     ids = sorted({p.object_id for p in prompts})
     col = {oid: k for k, oid in enumerate(ids)}
@@ -51,13 +60,17 @@ def run_tracker(
                 s[col[oid]] = res.scores[j]
                 if keep_low_res:
                     lr[col[oid]] = res.low_res_logits[j]
-        masks.append(m)
-        scores.append(s)
+        if sink is not None:
+            sink(m, s)
+        if keep_masks:
+            masks.append(m)
+            scores.append(s)
         if keep_low_res:
             low_res.append(lr)
         if on_frame is not None:
             on_frame(i, frame, res)
     return TrackRun(
-        ids, np.stack(masks), np.stack(scores),
+        ids, np.stack(masks) if keep_masks else None, np.stack(scores) if keep_masks else None,
         np.stack(low_res) if keep_low_res else None, seconds,
     )
+
