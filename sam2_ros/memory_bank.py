@@ -178,9 +178,14 @@ class MemoryBank:
         """Fill small background holes of the rows' current logits (SAM 2's post-processing)."""
         if max_area <= 0:
             return
-        fill_holes(self.low_res_host[rows, 0], max_area)
-        if not self.storage.on_host:
-            self.low_res[rows] = self.storage.asarray(self.low_res_host[rows])
+        if self.storage.on_host:
+            fill_holes(self.low_res_host[rows, 0], max_area)
+            return
+        before = self.low_res_host[rows, 0].copy()
+        after = fill_holes(self.low_res_host[rows, 0], max_area)
+        for i in np.flatnonzero((before != after).any(axis=(1, 2))):  # upload only what changed
+            row = rows.start + int(i)
+            self.low_res[row] = self.storage.asarray(self.low_res_host[row])
 
     def commit(self, frame: int, n: int, encode_memory: Callable[..., Buffer], binarize_prompted: bool) -> None:
         """Move frame ``frame``'s memories of rows ``0..n-1`` into the bank before the next frame.

@@ -152,10 +152,18 @@ class ComposedTrackStep:
         n = attention_inputs.mem_valid.shape[0]
         lr = self.manifest.spec.low_res_size
         pix = self.attend_memory(feats, **attention_inputs.as_dict())
-        zeros = np.zeros(n, np.float32)
+        zeros = self._constant(np.float32, (n,), 0.0)
         out = self.decode(
-            feats, pix, zeros, np.zeros((n, 1, 2), np.float32), np.full((n, 1), -1, np.int32),
-            np.zeros((n, 1, lr, lr), np.float32), zeros, np.full(n, float(multimask), np.float32),
+            feats, pix, zeros, self._constant(np.float32, (n, 1, 2), 0.0), self._constant(np.int32, (n, 1), -1),
+            self._constant(np.float32, (n, 1, lr, lr), 0.0), zeros, self._constant(np.float32, (n,), float(multimask)),
         )
         mem = self.encode_memory(feats, out.low_res_masks, zeros, out.object_score_logits)
         return out, mem
+
+    def _constant(self, dtype, shape: tuple[int, ...], value: float) -> Buffer:
+        """A constant input in the backend's storage, made once per (dtype, shape, value)."""
+        cache = self.__dict__.setdefault("_track_constants", {})
+        key = (np.dtype(dtype).str, shape, value)
+        if key not in cache:
+            cache[key] = self.storage.asarray(np.full(shape, value, dtype))
+        return cache[key]
