@@ -33,9 +33,14 @@ def _backend_options(args) -> dict:
     from sam2_ros.backends import backend_options
 
     providers = getattr(args, "providers", None)
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32" and args.backend != "torch":
+        raise ValueError(f"--precision {precision} is for --backend torch; the {args.backend} backend's "
+                         "precision comes from its export / engine build")
     return backend_options(
         args.backend, providers=providers.split(",") if providers else None,
         checkpoint=getattr(args, "checkpoint", None),
+        device=getattr(args, "device", None) if args.backend == "torch" else None, precision=precision,
     )
 
 
@@ -321,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--engines", required=True, help="export directory (manifest.json)")
         s.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
         s.add_argument("--providers", default=None, help="onnxruntime providers, e.g. cuda,cpu")
+        s.add_argument("--device", default="auto", help="torch backend: cpu, cuda, cuda:N or auto (cuda when available)")
+        s.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                       help="torch backend: fp32, or autocast to bf16 (GPU or a bf16-capable CPU) / fp16 (GPU)")
         if bag:
             src = s.add_mutually_exclusive_group(required=True)
             src.add_argument("--video", help="a video file")

@@ -79,6 +79,8 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
         (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
           str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--keep-first-cond-frame", "--cond-slots", "1"],
          "keep_first_cond_frame needs cond_slots >= 2"),
+        (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
+          str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--precision", "bf16"], "is for --backend torch"),
     ],
 )
 def test_bad_arguments_fail_clearly(args, message, tmp_path, tiny_export_256):

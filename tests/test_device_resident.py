@@ -38,7 +38,8 @@ class HostTraffic:
 
 @pytest.fixture(scope="module")
 def torch_tracker(tiny_export_256, tiny_checkpoint, bedroom_frames):
-    tracker = Tracker(load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint)), max_objects=3, cond_slots=3)
+    tracker = Tracker(load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu"),
+                      max_objects=3, cond_slots=3)
     tracker.step(bedroom_frames[0])
     tracker.add_prompt(1, points=[[300, 200]], labels=[1])
     tracker.add_prompt(2, box=[600, 250, 800, 450])
@@ -90,7 +91,7 @@ def test_torch_cpu_storage_reproduces_host_storage(tiny_export_256, tiny_checkpo
         Prompt(3, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),
     ]
     results = {}
-    for name, opts in (("onnxruntime", {}), ("torch", {"checkpoint": str(tiny_checkpoint)})):
+    for name, opts in (("onnxruntime", {}), ("torch", {"checkpoint": str(tiny_checkpoint), "device": "cpu"})):
         tr = Tracker(load_backend(tiny_export_256, name, **opts), max_objects=3, corrections_as_conditioning=False)
         out = []
         for i, f in enumerate(frames):
@@ -117,5 +118,38 @@ def test_torch_backend_on_cuda_matches_official(tiny_export_256, tiny_checkpoint
         Prompt(4, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),
     ]
     ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts, backend="torch",
-                         checkpoint=str(tiny_checkpoint), device="cuda")
+                         device="cuda")
     assert_parity(ours, ref)
+
+
+def test_torch_bf16_on_cpu_stays_close_to_official_fp32(tiny_export_256, tiny_checkpoint, bedroom_frames):
+    """The opt-in bf16 path (autocast) against the official fp32 predictor: the issue's fidelity
+    targets (mean IoU >= 0.98, every frame >= 0.95, score-sign agreement >= 0.99)."""
+    frames = bedroom_frames[:10]
+    prompts = [
+        Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),
+        Prompt(0, 2, None, None, np.array([600, 250, 800, 450], np.float32)),
+        Prompt(5, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),
+    ]
+    ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts, backend="torch",
+                         device="cpu", precision="bf16")
+    from conftest import mask_iou
+
+    ious = [mask_iou(ours.masks[f, k], ref.masks[f, k]) for f in range(len(frames)) for k in range(2)]
+    signs = [(ours.scores[f, k] > 0) == (ref.scores[f, k] > 0) for f in range(len(frames)) for k in range(2)]
+    assert np.mean(ious) >= 0.98 and min(ious) >= 0.95, ious
+    assert np.mean(signs) >= 0.99
+    diff = float(np.nanmax(np.abs(ours.low_res - ref.low_res)))
+    assert diff > 1e-3, "bf16 gave fp32-identical logits: autocast did not take effect"
+
+
+def test_precision_options_are_checked(tiny_export_256, tiny_checkpoint):
+    from sam2_ros.errors import EngineError
+
+    with pytest.raises(EngineError, match="precision must be one of fp32, bf16, fp16"):
+        load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", precision="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="fp16 needs a CUDA device"):
+            load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", precision="fp16")
+        with pytest.raises(EngineError, match="sees no CUDA GPU"):
+            load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cuda")

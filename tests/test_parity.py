@@ -118,7 +118,7 @@ def test_torch_backend_matches_official(tiny_export_256, tiny_checkpoint, bedroo
         Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),
         Prompt(2, 2, None, None, np.array([600, 250, 800, 450], np.float32)),
     ]
-    ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts, backend="torch")
+    ours, ref = run_both(tiny_export_256, tiny_checkpoint, frames, prompts, backend="torch", device="cpu")
     assert_parity(ours, ref)
 
 

@@ -34,7 +34,7 @@ BACKEND_INFO: dict[str, BackendInfo] = {
         BackendInfo("onnxruntime", "sam2_ros.backends.onnxruntime_backend", "OnnxRuntimeBackend",
                     ("providers", "intra_op_threads"), "onnxruntime (onnxruntime-gpu for the cuda/tensorrt providers)"),
         BackendInfo("torch", "sam2_ros.backends.torch_backend", "TorchBackend",
-                    ("checkpoint", "device"), "torch and the official sam2 package"),
+                    ("checkpoint", "device", "precision"), "torch and the official sam2 package"),
         BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
                     ("device", "use_cuda_graph", "pin_host_memory", "verify_engine_hashes"),
                     "tensorrt and cuda-python on an NVIDIA GPU"),
@@ -65,7 +65,7 @@ def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options
     """Open the export in ``engine_dir`` with ``backend``; raises :class:`EngineError` with the reason.
 
     Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``;
-    torch: ``checkpoint``, ``device``; tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
+    torch: ``checkpoint``, ``device``, ``precision``; tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
     ``verify_engine_hashes``. An option the backend does not take is an :class:`EngineError`.
     """
     info = _info(backend)

@@ -120,9 +120,15 @@ class Sam2TrackerNode(LifecycleNode):
         if not Path(engine_dir).is_dir():
             self.get_logger().error(f"configure failed: engine_dir {engine_dir!r} is not a directory")
             return TransitionCallbackReturn.FAILURE
+        precision = self._param("precision")
+        if precision != "fp32" and backend != "torch":
+            self.get_logger().error(f"configure failed: precision {precision} is a torch-backend setting; the "
+                                    f"{backend} backend's precision comes from its export / engine build")
+            return TransitionCallbackReturn.FAILURE
         options = backend_options(
             backend, providers=split_providers(self._param("providers")),
             intra_op_threads=self._param("intra_op_threads"),
+            device=self._param("device") if backend == "torch" else None, precision=precision,
         )
         try:
             engine = load_backend(engine_dir, backend, **options)

@@ -61,6 +61,18 @@ PARAMS: tuple[ParamSpec, ...] = (
         "'cuda,cpu'; empty uses the backend's default. Ignored by other backends.",
     ),
     ParamSpec(
+        "device", "auto",
+        "torch backend: the PyTorch device (cpu, cuda, cuda:N; auto = cuda when available). Ignored by "
+        "other backends.",
+    ),
+    ParamSpec(
+        "precision", "fp32",
+        "torch backend: fp32 (the parity reference), bf16 (GPU, or a CPU with bf16 matrix units) or fp16 "
+        "(GPU), by autocast. Other backends take their precision from the export / engine build and refuse "
+        "anything but fp32 here.",
+        choices=("fp32", "bf16", "fp16"),
+    ),
+    ParamSpec(
         "intra_op_threads", 0,
         "ONNX Runtime threads per graph; 0 lets ONNX Runtime decide. Ignored by other backends.",
         int_range=(0, 256),

@@ -21,11 +21,27 @@ from sam2_ros.errors import EngineError
 from sam2_ros.manifest import Manifest
 
 
+#: Precisions of the torch backend: fp32, or autocast to bf16 / fp16 (PyTorch keeps softmax,
+#: normalisations and reductions in fp32 under autocast). Outputs and the bank stay float32.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 class TorchBackend(ComposedTrackStep):
+    """The four graphs as PyTorch modules on ``device``.
+
+    Args:
+        manifest: the export's manifest (model, image size, checkpoint path and hash).
+        checkpoint: the official checkpoint (default: the one the manifest names).
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``; ``"auto"`` (default): CUDA when available.
+        precision: ``fp32`` (default, the parity reference), ``bf16`` (CPU with bf16 matrix units,
+            or GPU) or ``fp16`` (GPU only), by autocast.
+    """
+
     name = "torch"
     limits: ShapeLimits = UNLIMITED
 
-    def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "cpu"):
+    def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "auto",
+                 precision: str = "fp32"):
         try:
             import torch
 
@@ -37,7 +53,20 @@ class TorchBackend(ComposedTrackStep):
             raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
         self.manifest = manifest
         self.torch = torch
-        self.device = torch.device(device)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise EngineError(f"torch backend: bad device {device!r}: {e}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError(f"torch backend: device {device!r} asked for, but PyTorch sees no CUDA GPU")
+        if precision not in PRECISIONS:
+            raise EngineError(f"torch backend: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise EngineError("torch backend: fp16 needs a CUDA device; use bf16 on the CPU")
+        self.precision = precision
+        self._amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.storage = TorchStorage(self.device)
         ckpt = checkpoint or manifest.data.get("checkpoint")
         if not ckpt or not Path(ckpt).is_file():
@@ -55,8 +84,13 @@ class TorchBackend(ComposedTrackStep):
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
 
     def _call(self, module, *args):
-        with self.torch.inference_mode():
-            return module(*(self.storage.asarray(a) for a in args))
+        torch = self.torch
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
+            out = module(*(self.storage.asarray(a) for a in args))
+        if self._amp is None:
+            return out
+        as_fp32 = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
+        return as_fp32(out) if isinstance(out, torch.Tensor) else tuple(as_fp32(t) for t in out)
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         return ImageFeatures(*self._call(self.image_encoder, image))
