@@ -164,7 +164,7 @@ class MemoryBank:
         self.low_res[row] = st.asarray(low_res)
         self.score[row] = st.asarray(score)
         self.ptr[row] = st.asarray(ptr)
-        self.iou_host[row] = st.to_host(st.asarray(iou))
+        self.iou_host[row] = st.to_host(iou)  # only the results read it
         self._mirror(slice(row, row + 1))
         self.pending[row] = True
         self.pending_cond[row] = as_cond
