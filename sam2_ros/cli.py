@@ -32,15 +32,12 @@ def _die(msg: str, code: int = 2) -> int:
 def _backend_options(args) -> dict:
     from sam2_ros.backends import backend_options
 
-    providers = getattr(args, "providers", None)
-    precision = getattr(args, "precision", "fp32")
-    if precision != "fp32" and args.backend != "torch":
-        raise ValueError(f"--precision {precision} is for --backend torch; the {args.backend} backend's "
+    if args.precision != "fp32" and args.backend != "torch":
+        raise ValueError(f"--precision {args.precision} is for --backend torch; the {args.backend} backend's "
                          "precision comes from its export / engine build")
     return backend_options(
-        args.backend, providers=providers.split(",") if providers else None,
-        checkpoint=getattr(args, "checkpoint", None),
-        device=getattr(args, "device", None) if args.backend == "torch" else None, precision=precision,
+        args.backend, providers=args.providers.split(",") if args.providers else None, checkpoint=args.checkpoint,
+        device=args.device if args.backend == "torch" else None, precision=args.precision,
     )
 
 
@@ -265,12 +262,12 @@ def cmd_demo(args) -> int:
             return rc
     video = Path(args.video) if args.video else repo / "samples" / "bedroom_short.mp4"
     prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
-    ns = argparse.Namespace(
-        engines=str(engines), backend="onnxruntime", providers=None, video=str(video), prompts=str(prompts),
-        bag=None, topic=None, overlay_topic=False, out=str(out / "track"), max_frames=args.max_frames, max_objects=8, cond_slots=2, fill_hole_area=8,
-        corrections_as_conditioning=True, keep_first_cond_frame=False,
-    )
-    return cmd_track(ns)
+    # the track subcommand's own parser gives every other setting its documented default
+    track = ["track", "--engines", str(engines), "--video", str(video), "--prompts", str(prompts),
+             "--out", str(out / "track")]
+    if args.max_frames is not None:
+        track += ["--max-frames", str(args.max_frames)]
+    return cmd_track(build_parser().parse_args(track))
 
 
 def cmd_node(args) -> int:
