@@ -257,8 +257,9 @@ def cmd_demo(args) -> int:
             return _die(f"{e}\nWithout the official checkpoint, run the pipeline on random weights with --random-weights.")
     engines = Path(args.engines) if args.engines else out / "engines" / f"{args.model}_{args.image_size}"
     if not (engines / "manifest.json").is_file() or args.force_export:
-        ns = argparse.Namespace(model=args.model, checkpoint=str(ckpt), out=str(engines), image_size=args.image_size, tolerance=1e-3)
-        if (rc := cmd_export(ns)) != 0:
+        export = ["export", "--model", args.model, "--checkpoint", str(ckpt), "--out", str(engines),
+                  "--image-size", str(args.image_size)]
+        if (rc := cmd_export(build_parser().parse_args(export))) != 0:
             return rc
     video = Path(args.video) if args.video else repo / "samples" / "bedroom_short.mp4"
     prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
