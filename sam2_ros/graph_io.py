@@ -9,6 +9,12 @@ Dynamic axes (everything else is fixed by the model and the image size):
 * ``objects``: the objects handled in one call (batch);
 * ``points``: prompt points of each object (box corners count as two points);
 * ``mem_slots`` / ``ptr_slots``: memory-bank slots handed to memory attention.
+
+``memory_attention`` takes per-slot validity masks (any mix of empty and used slots, one call
+for every object). ``memory_attention_dense`` is the same graph without masks: every slot it is
+given is attended. Backends that have it pack each object's valid slots and call it, so the
+attention runs unmasked (ONNX Runtime's and PyTorch's fused kernels, no masking passes); it is
+optional (older exports and the TensorRT engines use the masked graph only).
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ MEMORY_ATTENTION = GraphIO(
         "pix_feat": _OBJ,
     },
 )
+MEMORY_ATTENTION_DENSE = GraphIO(
+    "memory_attention_dense",
+    inputs=("image_embed", "mem_feats", "mem_tpos_row", "obj_ptrs", "ptr_tpos"),
+    outputs=("pix_feat",),
+    dynamic_axes={k: v for k, v in MEMORY_ATTENTION.dynamic_axes.items() if not k.endswith("_valid")},
+)
 MASK_DECODER = GraphIO(
     "mask_decoder",
     inputs=("pix_feat", "feat_s0", "feat_s1", "no_mem", "point_coords", "point_labels", "mask_input",
@@ -73,3 +85,7 @@ MEMORY_ENCODER = GraphIO(
 #: Every graph by name, in the order of one frame's data flow.
 GRAPHS: dict[str, GraphIO] = {g.name: g for g in (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)}
 GRAPH_NAMES: tuple[str, ...] = tuple(GRAPHS)
+#: Graphs an export also writes that a backend may use when present.
+OPTIONAL_GRAPHS: dict[str, GraphIO] = {MEMORY_ATTENTION_DENSE.name: MEMORY_ATTENTION_DENSE}
+#: Everything an export writes, by name.
+EXPORTED_GRAPHS: dict[str, GraphIO] = {**GRAPHS, **OPTIONAL_GRAPHS}

@@ -8,7 +8,7 @@ import torch
 
 from sam2_ros.backends import load_backend
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import GRAPH_NAMES
+from sam2_ros.graph_io import EXPORTED_GRAPHS
 from sam2_ros.manifest import load_manifest
 from sam2_ros.backends.torch_backend.official import build_video_predictor
 from sam2_ros_export.onnx_export import _example_inputs, graph_specs, verify_graph
@@ -26,7 +26,7 @@ def test_manifest_records_model_graphs_and_versions(exported):
     name, ckpt, out = exported
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"] == name and m["image_size"] == 256 and m["random_weights"] is True  # made by random_checkpoint
-    assert set(m["graphs"]) == set(GRAPH_NAMES)
+    assert set(m["graphs"]) == set(EXPORTED_GRAPHS)
     for g in m["graphs"].values():
         assert g["max_abs_diff_vs_torch"] < 1e-4
         assert len(g["sha256"]) == 64 and g["inputs"] and g["outputs"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS
+from sam2_ros.graph_io import EXPORTED_GRAPHS
 from sam2_ros.manifest import MANIFEST_NAME, MANIFEST_VERSION, file_sha256
 from sam2_ros.backends.torch_backend.graphs import graph_modules, model_constants, model_flags
 from sam2_ros.backends.torch_backend.official import build_video_predictor
@@ -70,12 +70,12 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: 
 
 
 def graph_specs(sam: torch.nn.Module, flags: dict) -> list[GraphSpec]:
-    """The four graphs to export: their modules, example inputs, and names/axes from :mod:`sam2_ros.graph_io`."""
+    """The graphs to export: their modules, example inputs, and names/axes from :mod:`sam2_ros.graph_io`."""
     ex = _example_inputs(flags)
     modules = graph_modules(sam, flags["image_size"])
     return [
         GraphSpec(g.name, modules[g.name], {n: ex[n] for n in g.inputs}, list(g.outputs), g.dynamic_axes)
-        for g in GRAPHS.values()
+        for g in EXPORTED_GRAPHS.values()
     ]
 
 
@@ -131,7 +131,7 @@ def export_model(
     specs = graph_specs(sam, flags)
     graphs: dict[str, dict] = {}
     for spec in tqdm(specs, desc=f"export {model_name}@{image_size}", unit="graph"):
-        assert spec.name in GRAPH_NAMES
+        assert spec.name in EXPORTED_GRAPHS
         path = out_dir / f"{spec.name}.onnx"
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from sam2_ros.attention_packing import dense_groups, row_order
 from sam2_ros.graph_io import MASK_DECODER
 from sam2_ros.manifest import Manifest
 from sam2_ros.memory_bank import AttentionInputs
@@ -141,6 +142,42 @@ def decoder_feeds(feats: ImageFeatures, *inputs) -> dict:
     """The mask decoder's feeds by name: the frame's ``feat_s0``/``feat_s1`` and the other inputs in order."""
     pix_feat, *rest = inputs
     return MASK_DECODER.feeds(pix_feat, feats.feat_s0, feats.feat_s1, *rest)
+
+
+class PackedAttention:
+    """``attend_memory`` that packs each object's valid slots and runs the unmasked graph.
+
+    For backends with a dense memory-attention graph (``has_dense_attention``); they implement
+    ``_attend_dense(feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos)`` and
+    ``_attend_masked(feats, <the seven attention inputs>)``, and override ``_concat`` /
+    ``_take_rows`` when their outputs are not numpy arrays. The result equals the masked graph's
+    (attention is invariant to the order of its keys; see :mod:`sam2_ros.attention_packing`).
+    """
+
+    has_dense_attention: bool = True
+
+    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
+        groups = dense_groups(mem_valid, ptr_valid) if self.has_dense_attention else None
+        if groups is None:
+            return self._attend_masked(feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid)
+        if groups[0].whole:
+            return self._attend_dense(feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos)
+        parts = []
+        for g in groups:
+            r = g.rows[:, None]
+            parts.append(self._attend_dense(
+                feats, mem_feats[r, g.mem_slots], mem_tpos_row[r, g.mem_slots],
+                obj_ptrs[r, g.ptr_slots], ptr_tpos[r, g.ptr_slots],
+            ))
+        out = parts[0] if len(parts) == 1 else self._concat(parts)
+        order = row_order(groups)
+        return out if order is None else self._take_rows(out, order)
+
+    def _concat(self, parts: list) -> Tensor:
+        return np.concatenate(parts)
+
+    def _take_rows(self, x: Tensor, order: np.ndarray) -> Tensor:
+        return x[order]
 
 
 class ComposedTrackStep:

@@ -6,9 +6,14 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
+from sam2_ros.backends.base import (
+    UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits, decoder_feeds,
+)
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import GRAPH_NAMES, GRAPHS, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ENCODER
+from sam2_ros.graph_io import (
+    EXPORTED_GRAPHS, GRAPH_NAMES, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER,
+    OPTIONAL_GRAPHS,
+)
 from sam2_ros.manifest import Manifest
 from sam2_ros.storage import HOST
 
@@ -21,19 +26,29 @@ PROVIDER_ALIASES = {
 }
 
 
-class OnnxRuntimeBackend(ComposedTrackStep):
+class OnnxRuntimeBackend(PackedAttention, ComposedTrackStep):
     """Runs the exported ONNX graphs with ONNX Runtime.
 
-    ``providers``: names or aliases (``cpu``, ``cuda``, ``tensorrt``) in order of preference.
+    Args:
+        manifest: the export's manifest.
+        providers: names or aliases (``cpu``, ``cuda``, ``tensorrt``) in order of preference.
+        intra_op_threads: threads of each session's pool (0: ONNX Runtime's default, one per core).
+        allow_spinning: let idle pool threads spin-wait for work. Off by default: spinning
+            lowers latency a little on an idle machine but burns the cores that other ROS nodes
+            (or PyTorch in the same process) need.
+
     On a GPU provider the image features stay on the device between graphs (IO binding); the
-    memory bank is host memory (``HOST`` storage) and is copied to the device per call.
+    memory bank is host memory (``HOST`` storage) and is copied to the device per call. Memory
+    attention runs unmasked on each object's packed valid slots when the export has the dense
+    graph (:class:`~sam2_ros.backends.base.PackedAttention`).
     """
 
     name = "onnxruntime"
     limits: ShapeLimits = UNLIMITED
     storage = HOST
 
-    def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0):
+    def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0,
+                 allow_spinning: bool = False):
         import onnxruntime as ort
 
         self.manifest = manifest
@@ -52,8 +67,11 @@ class OnnxRuntimeBackend(ComposedTrackStep):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1  # the graphs run one after the other
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.sessions = {}
-        for g in GRAPH_NAMES:
+        optional = [g for g in OPTIONAL_GRAPHS if g in manifest.data.get("graphs", {})]
+        for g in (*GRAPH_NAMES, *optional):
             path = manifest.graph_path(g)
             if not path.is_file():
                 raise EngineError(f"{path} is missing from the engine directory")
@@ -62,11 +80,15 @@ class OnnxRuntimeBackend(ComposedTrackStep):
             except Exception as e:  # ORT raises its own exception types
                 raise EngineError(f"ONNX Runtime cannot load {path}: {e}") from e
         self._check_io()
+        self.has_dense_attention = MEMORY_ATTENTION_DENSE.name in self.sessions
+        if not self.has_dense_attention:
+            log.info("%s has no %s graph (older export): memory attention runs masked; re-export to speed it up",
+                     manifest.path.parent, MEMORY_ATTENTION_DENSE.name)
 
     def _check_io(self) -> None:
         for g, sess in self.sessions.items():
             for kind, got in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs())):
-                expected = set(getattr(GRAPHS[g], kind)) | set(self.manifest.data["graphs"][g][kind])
+                expected = set(getattr(EXPORTED_GRAPHS[g], kind)) | set(self.manifest.data["graphs"][g][kind])
                 names = {i.name for i in got}
                 if expected != names:
                     raise EngineError(f"{g}.onnx {kind} {sorted(names)} do not match {sorted(expected)} (re-export)")
@@ -74,7 +96,7 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     # -------------------------------------------------------------- running
     def _run(self, graph: str, feeds: dict, keep_on_device: tuple[str, ...] = ()) -> list:
         sess = self.sessions[graph]
-        outputs = GRAPHS[graph].outputs
+        outputs = EXPORTED_GRAPHS[graph].outputs
         if not self.on_gpu:
             return sess.run(outputs, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         import onnxruntime as ort
@@ -100,10 +122,16 @@ class OnnxRuntimeBackend(ComposedTrackStep):
     def frame_embedding(self, feats: ImageFeatures):
         return feats.image_embed  # numpy on CPU; an OrtValue bound as is on a GPU provider
 
-    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
+    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
         return self._run(
             "memory_attention",
             MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
+        )[0]
+
+    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos) -> np.ndarray:
+        return self._run(
+            "memory_attention_dense",
+            MEMORY_ATTENTION_DENSE.feeds(feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos),
         )[0]
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:

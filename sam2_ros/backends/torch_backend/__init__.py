@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, ShapeLimits
+from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits
 from sam2_ros.errors import EngineError
 from sam2_ros.manifest import Manifest
 
@@ -26,7 +26,7 @@ from sam2_ros.manifest import Manifest
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-class TorchBackend(ComposedTrackStep):
+class TorchBackend(PackedAttention, ComposedTrackStep):
     """The four graphs as PyTorch modules on ``device``.
 
     Args:
@@ -81,6 +81,10 @@ class TorchBackend(ComposedTrackStep):
         # the wrappers' own buffers (RoPE, position encodings) are made on the CPU: move them too
         graphs = {name: m.to(self.device) for name, m in graph_modules(sam, spec.image_size).items()}
         self.image_encoder, self.memory_attention = graphs["image_encoder"], graphs["memory_attention"]
+        self.memory_attention_dense = graphs["memory_attention_dense"]
+        if self._amp is not None:
+            for module in graphs.values():
+                _cast_matmul_weights(module, self._amp)
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
 
     def _call(self, module, *args):
@@ -98,9 +102,18 @@ class TorchBackend(ComposedTrackStep):
     def frame_embedding(self, feats: ImageFeatures):
         return feats.image_embed
 
-    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
+    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
         return self._call(self.memory_attention, feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs,
                           ptr_tpos, ptr_valid)
+
+    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos):
+        return self._call(self.memory_attention_dense, feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos)
+
+    def _concat(self, parts):
+        return self.torch.cat(parts)
+
+    def _take_rows(self, x, order: np.ndarray):
+        return x[self.storage.asarray(order)]
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._call(
@@ -115,3 +128,15 @@ class TorchBackend(ComposedTrackStep):
     def close(self) -> None:
         """Drop the modules (and their GPU memory with the caching allocator's next release)."""
         self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None
+        self.memory_attention_dense = None
+
+
+def _cast_matmul_weights(module, dtype) -> None:
+    """Store the weights of linear and convolution layers in ``dtype`` once: autocast would
+    cast them on every call. Same results (autocast runs these layers in ``dtype`` anyway);
+    normalisations and every other parameter stay float32."""
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            m.to(dtype)

@@ -83,6 +83,8 @@ class RoPEAttentionExport(nn.Module):
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
         q = apply_rope(q, self.cos, self.sin)
+        if q.shape[0] != k.shape[0]:  # queries shared by every object (the first layer's)
+            q = q.expand(k.shape[0], -1, -1, -1)
         n_rope = self.cos.shape[0] * num_rope_k_repeats
         k_rope = apply_rope(
             k[:, :, :n_rope],
@@ -151,7 +153,9 @@ class MemoryAttentionGraph(nn.Module):
         b, m, hw, c_mem = mem_feats.shape
         p = obj_ptrs.shape[1]
         split = self.hidden_dim // self.mem_dim
-        curr = image_embed.flatten(2).transpose(1, 2).expand(b, -1, -1)
+        # the frame's tokens are the same for every object until the first cross-attention: the
+        # first layer's self-attention (and its cross-attention queries) run once, at batch 1
+        curr = image_embed.flatten(2).transpose(1, 2)
         # spatial memories: features + sine PE + temporal row
         tpos = self.maskmem_tpos_enc.reshape(-1, self.mem_dim)[mem_tpos_row]  # [B,M,64]
         mem_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(2)).reshape(b, m * hw, c_mem)
@@ -167,13 +171,16 @@ class MemoryAttentionGraph(nn.Module):
         ptr_pos = ptr_pos.unsqueeze(2).expand(b, p, split, self.mem_dim).reshape(b, p * split, self.mem_dim)
         memory = torch.cat([memory, ptr_tokens], dim=1)
         memory_pos = torch.cat([mem_pos, ptr_pos], dim=1)
-        key_valid = torch.cat(
-            [
-                mem_valid.unsqueeze(2).expand(b, m, hw).reshape(b, m * hw),
-                ptr_valid.unsqueeze(2).expand(b, p, split).reshape(b, p * split),
-            ],
-            dim=1,
-        )
+        if mem_valid is None:  # every slot valid: unmasked attention (the fused / flash kernels)
+            key_valid = None
+        else:
+            key_valid = torch.cat(
+                [
+                    mem_valid.unsqueeze(2).expand(b, m, hw).reshape(b, m * hw),
+                    ptr_valid.unsqueeze(2).expand(b, p, split).reshape(b, p * split),
+                ],
+                dim=1,
+            )
 
         out = curr
         if self.pos_enc_at_input:
@@ -194,6 +201,14 @@ class MemoryAttentionGraph(nn.Module):
             out = out + layer.linear2(layer.activation(layer.linear1(tgt2)))
         out = self.norm(out)
         return out.transpose(1, 2).reshape(b, self.hidden_dim, self.h, self.w)
+
+
+class DenseMemoryAttentionGraph(MemoryAttentionGraph):
+    """:class:`MemoryAttentionGraph` over slots that are all valid: no masks, so the attention
+    runs on the fused (flash) kernels. The caller packs each object's valid slots."""
+
+    def forward(self, image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos):
+        return super().forward(image_embed, mem_feats, mem_tpos_row, None, obj_ptrs, ptr_tpos, None)
 
 
 class MaskDecoderGraph(nn.Module):
@@ -307,10 +322,12 @@ class MemoryEncoderGraph(nn.Module):
 
 
 def graph_modules(sam: nn.Module, image_size: int) -> dict[str, nn.Module]:
-    """The four graphs of ``sam`` as modules in eval mode, keyed by their ``sam2_ros.graph_io`` names."""
+    """The graphs of ``sam`` as modules in eval mode, keyed by their ``sam2_ros.graph_io`` names
+    (the four graphs and the optional dense memory attention)."""
     return {
         "image_encoder": ImageEncoderGraph(sam).eval(),
         "memory_attention": MemoryAttentionGraph(sam, image_size).eval(),
+        "memory_attention_dense": DenseMemoryAttentionGraph(sam, image_size).eval(),
         "mask_decoder": MaskDecoderGraph(sam).eval(),
         "memory_encoder": MemoryEncoderGraph(sam, image_size).eval(),
     }
