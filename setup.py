@@ -17,6 +17,7 @@ setup(
     install_requires=["numpy<2.3", "opencv-python-headless<5", "pillow", "pyyaml", "tqdm"],
     extras_require={
         "onnxruntime": ["onnxruntime"],
+        "openvino": ["openvino==2026.4.1"],  # the openvino backend (x86 CPUs, bf16 on AMX / AVX-512 BF16)
         "bag": ["rosbags>=0.11.9,<0.12"],  # `sam2-ros track --bag` (rosbag2 in and out, no ROS install needed)
         "export": ["torch", "onnx", "hydra-core", "iopath"],
     },

@@ -30,14 +30,15 @@ def _die(msg: str, code: int = 2) -> int:
 
 
 def _backend_options(args) -> dict:
-    from sam2_ros.backends import backend_options
+    from sam2_ros.backends import backend_options, takes_precision
 
-    if args.precision != "fp32" and args.backend != "torch":
-        raise ValueError(f"--precision {args.precision} is for --backend torch; the {args.backend} backend's "
-                         "precision comes from its export / engine build")
+    if args.precision != "fp32" and not takes_precision(args.backend):
+        raise ValueError(f"--precision {args.precision} is for the torch and openvino backends; the {args.backend} "
+                         "backend's precision comes from its export / engine build")
     return backend_options(
         args.backend, providers=args.providers.split(",") if args.providers else None, checkpoint=args.checkpoint,
         device=args.device if args.backend == "torch" else None, precision=args.precision,
+        intra_op_threads=args.threads, threads=args.threads,
     )
 
 
@@ -326,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--providers", default=None, help="onnxruntime providers, e.g. cuda,cpu")
         s.add_argument("--device", default="auto", help="torch backend: cpu, cuda, cuda:N or auto (cuda when available)")
         s.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                       help="torch backend: fp32, or autocast to bf16 (GPU or a bf16-capable CPU) / fp16 (GPU)")
+                       help="torch backend: fp32, or autocast to bf16 (GPU or a bf16-capable CPU) / fp16 (GPU); "
+                            "openvino backend: fp32 or bf16 (a CPU with bf16 units)")
+        s.add_argument("--threads", type=int, default=0,
+                       help="onnxruntime / openvino: inference threads per graph (default: the runtime's, one per core)")
         if bag:
             src = s.add_mutually_exclusive_group(required=True)
             src.add_argument("--video", help="a video file")
@@ -368,12 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: what the official run does here (8 with its CUDA extension, else 0)")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("bench", help="per-frame time, ours vs the official predictor (CPU)")
+    s = sub.add_parser("bench", help="per-frame time, ours vs the official predictor, same run, interleaved (CPU)")
     s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
     s.add_argument("--image-size", type=int, default=512)
     s.add_argument("--objects", type=int, nargs="+", default=[1, 4])
+    s.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                   help="ours: fp32 = ONNX Runtime (exact), bf16 = torch backend with bf16 autocast")
     s.add_argument("--frames", type=int, default=8)
-    s.add_argument("--video", default=None)
+    s.add_argument("--warmup", type=int, default=2, help="first frames run but not timed (frame 0 holds the prompts)")
+    s.add_argument("--threads", type=int, default=0, help="threads of both runtimes (default: one per core)")
+    s.add_argument("--video", default=None, help="default: samples/bedroom_short.mp4")
     s.add_argument("--out", default="benchmarks")
     s.set_defaults(func=cmd_bench)
 

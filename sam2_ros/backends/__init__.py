@@ -32,7 +32,9 @@ BACKEND_INFO: dict[str, BackendInfo] = {
     b.name: b
     for b in (
         BackendInfo("onnxruntime", "sam2_ros.backends.onnxruntime_backend", "OnnxRuntimeBackend",
-                    ("providers", "intra_op_threads"), "onnxruntime (onnxruntime-gpu for the cuda/tensorrt providers)"),
+                    ("providers", "intra_op_threads", "allow_spinning"), "onnxruntime (onnxruntime-gpu for the cuda/tensorrt providers)"),
+        BackendInfo("openvino", "sam2_ros.backends.openvino_backend", "OpenVinoBackend",
+                    ("precision", "threads"), "openvino (pip install openvino, or the package's openvino extra)"),
         BackendInfo("torch", "sam2_ros.backends.torch_backend", "TorchBackend",
                     ("checkpoint", "device", "precision"), "torch and the official sam2 package"),
         BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
@@ -52,6 +54,11 @@ def backend_options(backend: str, **settings) -> dict:
     return {k: v for k, v in settings.items() if k in info.options and _is_set(v)}
 
 
+def takes_precision(backend: str) -> bool:
+    """Whether ``backend`` takes a ``precision`` option (others fix it at export / engine build)."""
+    return "precision" in _info(backend).options
+
+
 def _is_set(value) -> bool:
     """None, "", an empty list and the number 0 mean "the backend's default"; False is a setting."""
     if value is None or isinstance(value, bool):
@@ -64,8 +71,8 @@ def _is_set(value) -> bool:
 def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options) -> Backend:
     """Open the export in ``engine_dir`` with ``backend``; raises :class:`EngineError` with the reason.
 
-    Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``;
-    torch: ``checkpoint``, ``device``, ``precision``; tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
+    Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``, ``allow_spinning``;
+    openvino: ``precision``, ``threads``; torch: ``checkpoint``, ``device``, ``precision``; tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
     ``verify_engine_hashes``. An option the backend does not take is an :class:`EngineError`.
     """
     info = _info(backend)
@@ -89,5 +96,5 @@ def _info(backend: str) -> BackendInfo:
 
 __all__ = [
     "Backend", "BackendInfo", "BACKEND_INFO", "BACKENDS", "DecoderOutput", "ImageFeatures", "ShapeLimits", "Tensor",
-    "backend_options", "load_backend",
+    "backend_options", "load_backend", "takes_precision",
 ]

@@ -108,7 +108,7 @@ class Sam2TrackerNode(LifecycleNode):
     # ------------------------------------------------------------ lifecycle
     @_logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sam2_ros.backends import backend_options, load_backend
+        from sam2_ros.backends import backend_options, load_backend, takes_precision
         from sam2_ros.tracker import Tracker
 
         engine_dir = self._param("engine_dir")
@@ -121,13 +121,13 @@ class Sam2TrackerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: engine_dir {engine_dir!r} is not a directory")
             return TransitionCallbackReturn.FAILURE
         precision = self._param("precision")
-        if precision != "fp32" and backend != "torch":
-            self.get_logger().error(f"configure failed: precision {precision} is a torch-backend setting; the "
+        if precision != "fp32" and not takes_precision(backend):
+            self.get_logger().error(f"configure failed: precision {precision} is a torch / openvino setting; the "
                                     f"{backend} backend's precision comes from its export / engine build")
             return TransitionCallbackReturn.FAILURE
         options = backend_options(
             backend, providers=split_providers(self._param("providers")),
-            intra_op_threads=self._param("intra_op_threads"),
+            intra_op_threads=self._param("intra_op_threads"), threads=self._param("intra_op_threads"),
             device=self._param("device") if backend == "torch" else None, precision=precision,
         )
         try:

@@ -54,7 +54,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         "`sam2-ros build` (TensorRT engines). Required: configure fails when it is empty, "
         "missing, or does not match the backend.",
     ),
-    ParamSpec("backend", "onnxruntime", "Inference backend: onnxruntime, torch or tensorrt.", choices=BACKENDS),
+    ParamSpec("backend", "onnxruntime", "Inference backend: onnxruntime, openvino, torch or tensorrt.",
+              choices=BACKENDS),
     ParamSpec(
         "providers", "",
         "ONNX Runtime execution providers in order of preference, comma-separated, e.g. "
@@ -68,13 +69,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "precision", "fp32",
         "torch backend: fp32 (the parity reference), bf16 (GPU, or a CPU with bf16 matrix units) or fp16 "
-        "(GPU), by autocast. Other backends take their precision from the export / engine build and refuse "
-        "anything but fp32 here.",
+        "(GPU), by autocast. openvino backend: fp32 (exact) or bf16 (a CPU with AMX / AVX-512 BF16; several "
+        "times faster, not exact). Other backends take their precision from the export / engine build and "
+        "refuse anything but fp32 here.",
         choices=("fp32", "bf16", "fp16"),
     ),
     ParamSpec(
         "intra_op_threads", 0,
-        "ONNX Runtime threads per graph; 0 lets ONNX Runtime decide. Ignored by other backends.",
+        "ONNX Runtime / OpenVINO threads per graph; 0 lets the runtime decide (one per core). Ignored by "
+        "other backends.",
         int_range=(0, 256),
     ),
     ParamSpec(

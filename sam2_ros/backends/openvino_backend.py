@@ -1,0 +1,115 @@
+"""OpenVINO backend: the exported ONNX graphs on an x86 CPU, in fp32 or bf16.
+
+For robots without an NVIDIA GPU (x86 NUCs, industrial PCs). OpenVINO compiles each ONNX graph
+for the CPU it runs on: in fp32 the results equal ONNX Runtime's (and the official predictor's);
+in bf16 the matrix products run on the CPU's bf16 units (AMX, AVX-512 BF16), several times faster
+and not exact (measured against the official fp32 predictor in ``benchmarks/`` and the tests).
+OpenVINO's CPU plugin would pick bf16 on such CPUs by itself: the precision is always stated.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sam2_ros.backends.base import (
+    UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits, decoder_feeds,
+)
+from sam2_ros.errors import EngineError
+from sam2_ros.graph_io import (
+    EXPORTED_GRAPHS, GRAPH_NAMES, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER,
+    OPTIONAL_GRAPHS,
+)
+from sam2_ros.manifest import Manifest
+from sam2_ros.storage import HOST
+
+log = logging.getLogger(__name__)
+
+#: precision -> OpenVINO's INFERENCE_PRECISION_HINT
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoBackend(PackedAttention, ComposedTrackStep):
+    """Runs the exported ONNX graphs with OpenVINO on the CPU.
+
+    Args:
+        manifest: the export's manifest.
+        precision: ``fp32`` (default, exact) or ``bf16`` (needs a CPU with bf16 support; refused
+            otherwise).
+        threads: inference threads of each graph (0: OpenVINO's default, one per core).
+    """
+
+    name = "openvino"
+    limits: ShapeLimits = UNLIMITED
+    storage = HOST
+
+    def __init__(self, manifest: Manifest, precision: str = "fp32", threads: int = 0):
+        import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise EngineError(f"openvino backend: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise EngineError("openvino backend: this CPU has no bf16 support (AMX or AVX-512 BF16); use fp32")
+        self.manifest = manifest
+        self.precision = precision
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._requests = {}
+        optional = [g for g in OPTIONAL_GRAPHS if g in manifest.data.get("graphs", {})]
+        for g in (*GRAPH_NAMES, *optional):
+            path = manifest.graph_path(g)
+            if not path.is_file():
+                raise EngineError(f"{path} is missing from the engine directory")
+            try:
+                compiled = core.compile_model(str(path), "CPU", config)
+            except RuntimeError as e:  # OpenVINO raises RuntimeError for unreadable / unsupported models
+                raise EngineError(f"OpenVINO cannot compile {path}: {e}") from e
+            names = {i.get_any_name() for i in compiled.inputs} | {o.get_any_name() for o in compiled.outputs}
+            io = EXPORTED_GRAPHS[g]
+            if names != set(io.inputs) | set(io.outputs):
+                raise EngineError(f"{path.name} inputs/outputs {sorted(names)} do not match {g} (re-export)")
+            self._requests[g] = compiled.create_infer_request()
+        self.has_dense_attention = MEMORY_ATTENTION_DENSE.name in self._requests
+
+    def _run(self, graph: str, feeds: dict) -> list[np.ndarray]:
+        request = self._requests[graph]
+        # copies the outputs out of the request (the next call reuses its buffers)
+        result = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return [result[o] for o in EXPORTED_GRAPHS[graph].outputs]
+
+    def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image)))
+
+    def frame_embedding(self, feats: ImageFeatures):
+        return feats.image_embed
+
+    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
+        return self._run(
+            "memory_attention",
+            MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
+        )[0]
+
+    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos) -> np.ndarray:
+        return self._run(
+            "memory_attention_dense",
+            MEMORY_ATTENTION_DENSE.feeds(feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos),
+        )[0]
+
+    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
+        out = self._run(
+            "mask_decoder",
+            decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask),
+        )
+        return DecoderOutput(*out)
+
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
+        return self._run(
+            "memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits),
+        )[0]
+
+    def close(self) -> None:
+        """Release the compiled graphs. Safe to call twice."""
+        self._requests = {}
