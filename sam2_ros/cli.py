@@ -24,6 +24,11 @@ CHECKPOINT_DIR = Path.home() / ".cache" / "sam2_ros" / "checkpoints"
 
 
 # ------------------------------------------------------------------ helpers
+#: the configurations of ours that `bench --ours` may name: backend:precision
+BENCH_OURS = ("onnxruntime:fp32", "openvino:fp32", "openvino:bf16", "torch:fp32", "torch:bf16")
+BENCH_DEFAULT_OURS = ("onnxruntime:fp32", "openvino:fp32", "openvino:bf16", "torch:bf16")
+
+
 def _die(msg: str, code: int = 2) -> int:
     print(f"sam2-ros: error: {msg}", file=sys.stderr)
     return code
@@ -376,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
     s.add_argument("--image-size", type=int, default=512)
     s.add_argument("--objects", type=int, nargs="+", default=[1, 4])
-    s.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-                   help="ours: fp32 = ONNX Runtime (exact), bf16 = torch backend with bf16 autocast")
+    s.add_argument("--ours", nargs="+", choices=BENCH_OURS, default=list(BENCH_DEFAULT_OURS), metavar="BACKEND:PRECISION",
+                   help=f"our configurations to measure, of {', '.join(BENCH_OURS)} (default: %(default)s)")
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--warmup", type=int, default=2, help="first frames run but not timed (frame 0 holds the prompts)")
     s.add_argument("--threads", type=int, default=0, help="threads of both runtimes (default: one per core)")

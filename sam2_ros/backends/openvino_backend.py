@@ -54,7 +54,10 @@ class OpenVinoBackend(PackedAttention, ComposedTrackStep):
             raise EngineError("openvino backend: this CPU has no bf16 support (AMX or AVX-512 BF16); use fp32")
         self.manifest = manifest
         self.precision = precision
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        # No thread pinning: pinned OpenVINO threads starve everything else in the process (the
+        # ROS executor, PyTorch: it made the official predictor 9x slower in one benchmark run).
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
+                  "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self._requests = {}
