@@ -80,11 +80,12 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
           str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--keep-first-cond-frame", "--cond-slots", "1"],
          "keep_first_cond_frame needs cond_slots >= 2"),
         (["track", "--engines", "{export}", "--video", str(SAMPLES / "bedroom_short.mp4"), "--prompts",
-          str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--precision", "bf16"], "is for --backend torch"),
+          str(SAMPLES / "bedroom_prompts.json"), "--out", "o", "--precision", "bf16"], "is for the torch and openvino backends"),
     ],
 )
 def test_bad_arguments_fail_clearly(args, message, tmp_path, tiny_export_256):
-    proc = sam2_ros(*[a.replace("{export}", str(tiny_export_256)) for a in args], check=False)
+    args = [str(tmp_path / "o") if a == "o" else a.replace("{export}", str(tiny_export_256)) for a in args]
+    proc = sam2_ros(*args, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -73,3 +73,19 @@ def test_options_and_bad_exports_are_clear_errors(tmp_path, tiny_export_256):
     del m["graphs"]["memory_attention_dense"]
     (old / "manifest.json").write_text(json.dumps(m))
     assert not load_backend(old, "openvino").has_dense_attention
+
+
+def test_track_cli_takes_openvino_precision_and_threads(tiny_export_256, tmp_path):
+    from test_cli import SAMPLES, sam2_ros
+
+    precision = "bf16" if _has_bf16() else "fp32"
+    out = tmp_path / "track"
+    sam2_ros("track", "--engines", tiny_export_256, "--backend", "openvino", "--precision", precision, "--threads", 1,
+             "--video", SAMPLES / "bedroom_short.mp4", "--prompts", SAMPLES / "bedroom_prompts.json", "--out", out,
+             "--max-frames", 3)
+    with np.load(out / "masks.npz") as z:
+        assert z["masks"].shape == (3, 3, 540, 960) and z["masks"][:, :2].any()
+    proc = sam2_ros("track", "--engines", tiny_export_256, "--backend", "openvino", "--precision", "fp16",
+                    "--video", SAMPLES / "bedroom_short.mp4", "--prompts", SAMPLES / "bedroom_prompts.json",
+                    "--out", tmp_path / "bad", check=False)
+    assert proc.returncode == 2 and "precision must be one of fp32, bf16" in proc.stderr, proc.stderr
