@@ -26,7 +26,7 @@ CHECKPOINT_DIR = Path.home() / ".cache" / "sam2_ros" / "checkpoints"
 # ------------------------------------------------------------------ helpers
 #: the configurations of ours that `bench --ours` may name: backend:precision
 BENCH_OURS = ("onnxruntime:fp32", "openvino:fp32", "openvino:bf16", "torch:fp32", "torch:bf16")
-BENCH_DEFAULT_OURS = ("onnxruntime:fp32", "openvino:fp32", "openvino:bf16", "torch:bf16")
+BENCH_DEFAULT_OURS = ("onnxruntime:fp32", "openvino:fp32", "torch:fp32", "openvino:bf16", "torch:bf16")
 
 
 def _die(msg: str, code: int = 2) -> int:
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--warmup", type=int, default=2, help="first frames run but not timed (frame 0 holds the prompts)")
     s.add_argument("--threads", type=int, default=0, help="threads of both runtimes (default: one per core)")
+    s.add_argument("--gap", type=float, default=0.2,
+                   help="idle seconds before each step, as between camera frames (default: %(default)s)")
     s.add_argument("--video", default=None, help="default: samples/bedroom_short.mp4")
     s.add_argument("--out", default="benchmarks")
     s.set_defaults(func=cmd_bench)
