@@ -44,6 +44,13 @@ def feature_bytes(image_size: int, frames: int) -> int:
     return frames * 4 * (32 * (s // 4) ** 2 + 64 * (s // 8) ** 2 + 256 * (s // 16) ** 2)
 
 
+def _committed(buf: Buffer) -> Buffer:
+    """``buf`` with every page written: host zeros are only reserved until first written, so the
+    process's memory would grow over the first ``H`` frames; commit it at allocation instead."""
+    buf[...] = 0
+    return buf
+
+
 class History:
     """The last ``frames`` processed frames: image features and every object row's outputs."""
 
@@ -67,11 +74,11 @@ class History:
         self.storage = storage
         lr = low_res_size
         # per object row (memory features and pointers in storage; outputs on the host)
-        self.mem = storage.zeros((max_objects, self.mem_slots, feat_hw, mem_dim))
+        self.mem = _committed(storage.zeros((max_objects, self.mem_slots, feat_hw, mem_dim)))
         self.mem_frame = np.full((max_objects, self.mem_slots), -1, np.int64)
-        self.ptr = storage.zeros((max_objects, self.ptr_slots, hidden_dim))
+        self.ptr = _committed(storage.zeros((max_objects, self.ptr_slots, hidden_dim)))
         self.ptr_frame = np.full((max_objects, self.ptr_slots), -1, np.int64)
-        self.low_res = np.zeros((max_objects, frames, 1, lr, lr), np.float32)
+        self.low_res = _committed(np.zeros((max_objects, frames, 1, lr, lr), np.float32))
         self.score = np.zeros((max_objects, frames, 1), np.float32)
         self.iou = np.zeros((max_objects, frames, 1), np.float32)
         self.out_frame = np.full((max_objects, frames), -1, np.int64)
@@ -85,7 +92,7 @@ class History:
         st = self.storage
         values = [st.asarray(x) for x in fields]
         if self.features is None:
-            self.features = tuple(st.zeros((self.frames, *tuple(v.shape)[1:])) for v in values)
+            self.features = tuple(_committed(st.zeros((self.frames, *tuple(v.shape)[1:]))) for v in values)
         s = frame % self.frames
         for buf, v in zip(self.features, values):
             if tuple(v.shape)[1:] != tuple(buf.shape)[1:]:
