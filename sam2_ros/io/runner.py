@@ -52,7 +52,7 @@ def run_tracker(
         raise ValueError("revised outputs need keep_masks=True")
     by_delivery = prompts_by_delivery(prompts)
     for p in prompts:
-        if p.delivery - p.frame >= tracker.history_frames:
+        if p.delivery > p.frame and p.delivery - p.frame >= tracker.history_frames:
             raise ValueError(
                 f"prompt for object {p.object_id} on frame {p.frame} is received at frame {p.delivery}, "
                 f"{p.delivery - p.frame} frames late: the tracker keeps {tracker.history_frames} frames "
