@@ -7,11 +7,11 @@ object (SAM on that frame, no memory), a known id refines it (decoder conditione
 memory and its current mask). A prompt may also name a past frame still in the history
 (``frame_index``, the last ``history_frames`` frames): it is applied there, exactly as if it
 had come on time, and that object alone is re-tracked up to the current frame from the
-frames' cached features (no image encoder runs). A new object's prompted frame becomes a conditioning frame; a
-correction of a tracked object does too by default (``corrections_as_conditioning``), or
-else replaces that frame's recent memory (the official predictor's default). The memory of a
-prompted frame is encoded before the next frame, after the last prompt on that frame, as the
-official predictor does when propagation resumes.
+frames' cached features (no image encoder runs). A new object's prompted frame becomes a
+conditioning frame; a correction of a tracked object does too by default
+(``corrections_as_conditioning``), or else replaces that frame's recent memory (the official
+predictor's default). The memory of a prompted frame is encoded before the next frame, after
+the last prompt on that frame, as the official predictor does when propagation resumes.
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ class TrackerWorker:
             else "no frame has been processed yet"
         )
         if status is None:
-            return f"no frame with stamp {fmt_stamp(stamp_ns)} was received recently; {latest} (use stamp 0 for it)"
+            oldest = f"; {self._oldest_text()}" if self._in_history else ""
+            return f"no frame with stamp {fmt_stamp(stamp_ns)} was received recently; {latest} (use stamp 0 for it){oldest}"
         if status == FrameStatus.PROCESSED:
             return (f"frame {fmt_stamp(stamp_ns)} is older than the tracker's history of its last "
                     f"{self.tracker.history_frames} frames (history_frames): {self._oldest_text()}; {latest} "
