@@ -103,7 +103,7 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
         backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames,
         fill_hole_area=args.fill_hole_area if fill_hole_area is None else fill_hole_area,
         corrections_as_conditioning=args.corrections_as_conditioning,
-        keep_first_cond_frame=args.keep_first_cond_frame,
+        keep_first_cond_frame=args.keep_first_cond_frame, history_frames=args.history_frames,
     )
 
 
@@ -153,6 +153,7 @@ def cmd_track(args) -> int:
         "fill_hole_area": tracker.fill_hole_area, "cond_slots": args.cond_slots,
         "keep_first_cond_frame": args.keep_first_cond_frame,
         "corrections_as_conditioning": tracker.corrections_as_conditioning,
+        "history_frames": tracker.history_frames,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))
@@ -226,7 +227,9 @@ def cmd_compare(args) -> int:
         fill = official_fill_hole_area(predictor) if args.fill_hole_area is None else args.fill_hole_area
         tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=fill)
         ref = run_official(predictor, frames, prompts)
-        ours = run_tracker(tracker, frames, prompts, keep_low_res=True)
+        # late prompts (received_at) are compared on every frame from their own frame on, the frames
+        # they were caught up over included: the track as finally known
+        ours = run_tracker(tracker, frames, prompts, keep_low_res=True, revised=True)
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
     summary = {
@@ -357,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a prompt on a tracked object makes the frame a conditioning frame (default; official "
                             "add_all_frames_to_correct_as_cond=True); --no-...: the official default, the "
                             "correction is only a recent memory")
+        s.add_argument("--history-frames", type=int, default=30,
+                       help="frames a prompt may lag behind (prompts file 'received_at'); each costs one frame of "
+                            "image features (16 MiB at 1024 px) plus ~1.3 MiB per object")
 
     s = sub.add_parser(
         "track", help="track a video file (-> masks.npz, overlay.mp4, stats.json) or a rosbag2 image topic "

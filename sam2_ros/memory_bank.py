@@ -20,6 +20,11 @@ Writing a frame is a slot write; reading returns views of the buffers plus per-s
 temporal-encoding rows and pointer offsets computed into preallocated scratch arrays. Nothing
 grows with the length of the stream.
 
+A separate :class:`~sam2_ros.history.History` (``bank.history``) keeps the last
+``history_frames`` frames: their image features and each row's memory, pointer and outputs, so
+that a prompt may name a past frame (:meth:`rewind` restores a row's ring as it was then). The
+attention never reads it.
+
 Conditioning slots keep the latest ``K`` prompted frames (optionally the first prompted frame
 plus the latest ``K - 1``). An evicted conditioning frame that is still among the recent frames
 goes to its recent slot: exactly what the official predictor does with
@@ -35,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from sam2_ros.history import History
 from sam2_ros.postprocess import fill_holes
 from sam2_ros.storage import HOST, Buffer, Storage
 
@@ -71,6 +77,7 @@ class MemoryBank:
         keep_first_cond_frame: bool = False,
         low_res_size: int | None = None,
         storage: Storage = HOST,
+        history_frames: int = 30,
     ):
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
@@ -112,6 +119,17 @@ class MemoryBank:
         self._mem_valid = np.zeros((max_objects, m), bool)
         self._ptr_tpos = np.zeros((max_objects, p), np.float32)
         self._ptr_valid = np.zeros((max_objects, p), bool)
+        # prompts per row: first and latest prompted frame (-1: none)
+        self.first_prompt = np.full(max_objects, -1, np.int64)
+        self.last_prompt = np.full(max_objects, -1, np.int64)
+        # the conditioning frame the latest conditioning write of each row evicted, to undo that
+        # write when the same frame is prompted again later (a prompt that arrives late)
+        self._evicted_mem = storage.zeros((max_objects, feat_hw, mem_dim))
+        self._evicted_ptr = storage.zeros((max_objects, hidden_dim))
+        self._evicted_frame = np.full(max_objects, -1, np.int64)  # frame that was evicted
+        self._evicted_by = np.full(max_objects, -1, np.int64)  # frame whose write evicted it
+        self.history = History(history_frames, max_objects, feat_hw, mem_dim, hidden_dim, self.recent,
+                               self.ptr_recent, lr, storage)
 
     # ----------------------------------------------------------------- writes
     def clear(self, row: int) -> None:
@@ -126,17 +144,23 @@ class MemoryBank:
         self.iou_host[row] = 0.0
         for flags in (self.tracked, self.staged, self.pending, self.pending_cond):
             flags[row] = False
+        for frames in (self.first_prompt, self.last_prompt, self._evicted_frame, self._evicted_by):
+            frames[row] = -1
+        self.history.clear(row)
 
     def move(self, src: int, dst: int) -> None:
         """Copy row ``src`` into row ``dst`` and clear ``src`` (keeps live rows contiguous)."""
         if src == dst:
             return
         bufs = [self.mem_feats, self.mem_frame, self.obj_ptrs, self.ptr_frame, self.low_res, self.score,
-                self.ptr, self.staged_mem, self.iou_host, self.tracked, self.staged, self.pending, self.pending_cond]
+                self.ptr, self.staged_mem, self.iou_host, self.tracked, self.staged, self.pending, self.pending_cond,
+                self.first_prompt, self.last_prompt, self._evicted_mem, self._evicted_ptr, self._evicted_frame,
+                self._evicted_by]
         if not self.storage.on_host:
             bufs += [self.low_res_host, self.score_host]
         for buf in bufs:
             buf[dst] = buf[src]
+        self.history.move(src, dst)
         self.clear(src)
 
     def _store(self, dst: Buffer, feats: Buffer) -> None:
@@ -147,16 +171,18 @@ class MemoryBank:
         """A new frame is current: no row has an output on it yet."""
         self.tracked[:] = False
 
-    def set_tracked(self, n: int, low_res: Buffer, score: Buffer, iou: Buffer, ptr: Buffer, mem: Buffer) -> None:
-        """Outputs of tracking rows ``0..n-1`` on the current frame; their memory is staged."""
-        self.low_res[:n] = low_res
-        self.score[:n] = score
-        self.ptr[:n] = ptr
-        self.staged_mem[:n] = mem
-        self.iou_host[:n] = self.storage.to_host(iou)
-        self._mirror(slice(0, n))
-        self.staged[:n] = True
-        self.tracked[:n] = True
+    def set_tracked(self, n: int, low_res: Buffer, score: Buffer, iou: Buffer, ptr: Buffer, mem: Buffer,
+                    start: int = 0) -> None:
+        """Outputs of tracking rows ``start..n-1`` on the current frame; their memory is staged."""
+        rows = slice(start, n)
+        self.low_res[rows] = low_res
+        self.score[rows] = score
+        self.ptr[rows] = ptr
+        self.staged_mem[rows] = mem
+        self.iou_host[rows] = self.storage.to_host(iou)
+        self._mirror(rows)
+        self.staged[rows] = True
+        self.tracked[rows] = True
 
     def set_prompted(self, row: int, low_res: Buffer, score: Buffer, iou: Buffer, ptr: Buffer, as_cond: bool) -> None:
         """Output of a prompt on row ``row``; its memory is encoded at :meth:`commit`."""
@@ -187,19 +213,22 @@ class MemoryBank:
             row = rows.start + int(i)
             self.low_res[row] = self.storage.asarray(self.low_res_host[row])
 
-    def commit(self, frame: int, n: int, encode_memory: Callable[..., Buffer], binarize_prompted: bool) -> None:
-        """Move frame ``frame``'s memories of rows ``0..n-1`` into the bank before the next frame.
+    def commit(self, frame: int, n: int, encode_memory: Callable[..., Buffer] | None, binarize_prompted: bool,
+               start: int = 0) -> None:
+        """Move frame ``frame``'s memories of rows ``start..n-1`` into the bank before the next frame.
 
         Staged tracked memories go to their recent slot. Rows prompted on the frame have their
         mask encoded now (after the last prompt), ``encode_memory(low_res, binarize, score)``,
         into a conditioning slot, or into the recent slot for a correction kept out of the
-        conditioning frames.
+        conditioning frames. The frame's memories, pointers and outputs go to the history too.
         """
-        staged = np.flatnonzero(self.staged[:n] & ~self.pending[:n])
+        sl = slice(start, n)
+        has_output = start + np.flatnonzero(self.staged[sl] | self.pending[sl])
+        staged = start + np.flatnonzero(self.staged[sl] & ~self.pending[sl])
         if staged.size:
             self.write_frame(staged, frame, self.staged_mem[staged], self.ptr[staged])
-        self.staged[:] = False
-        rows = np.flatnonzero(self.pending[:n])
+        self.staged[sl] = False
+        rows = start + np.flatnonzero(self.pending[sl])
         if rows.size:
             mem = encode_memory(self.low_res[rows], self._binarize[int(binarize_prompted)][: rows.size], self.score[rows])
             cond = self.pending_cond[rows]
@@ -207,8 +236,62 @@ class MemoryBank:
                 self.write_conditioning(int(rows[i]), frame, mem[i], self.ptr[rows[i]])
             if not cond.all():
                 self.write_frame(rows[~cond], frame, mem[~cond], self.ptr[rows[~cond]])
-        self.pending[:] = False
-        self.pending_cond[:] = False
+        self.pending[sl] = False
+        self.pending_cond[sl] = False
+        if has_output.size:
+            self._record(has_output, frame)
+
+    def _record(self, rows: np.ndarray, frame: int) -> None:
+        """Copy frame ``frame``'s memory, pointer and outputs of ``rows`` into the history."""
+        h, r, rp = self.history, self.recent, self.ptr_recent
+        s, sp = frame % r, frame % rp
+        hm, hp, hl = frame % h.mem_slots, frame % h.ptr_slots, frame % h.frames
+        in_ring = self.mem_frame[rows, s] == frame
+        if in_ring.any():
+            ring = _index(rows[in_ring])
+            h.mem[ring, hm] = self.mem_feats[ring, s]
+            h.ptr[ring, hp] = self.obj_ptrs[ring, sp]
+        for row in rows[~in_ring]:  # conditioning frames
+            k = int(np.flatnonzero(self.mem_frame[row, r:] == frame)[0])
+            h.mem[row, hm] = self.mem_feats[row, r + k]
+            h.ptr[row, hp] = self.obj_ptrs[row, rp + k]
+        h.mem_frame[rows, hm] = frame
+        h.ptr_frame[rows, hp] = frame
+        h.low_res[rows, hl] = self.low_res_host[rows]
+        h.score[rows, hl] = self.score_host[rows]
+        h.iou[rows, hl] = self.iou_host[rows]
+        h.out_frame[rows, hl] = frame
+
+    def rewind(self, row: int, frame: int) -> None:
+        """Give row ``row`` the memory it had when ``frame`` was current, before ``frame``'s own
+        memory was written: conditioning frames before ``frame`` (a conditioning write of ``frame``
+        itself is undone, bringing back the frame it evicted), the recent ring of frames
+        ``frame - R .. frame - 1`` and pointers of ``frame - Rp .. frame - 1`` from the history.
+
+        Valid when ``row`` has no prompt after ``frame`` (its conditioning frames are then those
+        it had at ``frame``) and the history reaches back to ``frame - Rp``.
+        """
+        h, r, rp = self.history, self.recent, self.ptr_recent
+        for k in np.flatnonzero(self.mem_frame[row, r:] == frame):
+            if self._evicted_by[row] == frame:  # undo the eviction this frame's write made
+                self.mem_feats[row, r + k] = self._evicted_mem[row]
+                self.obj_ptrs[row, rp + k] = self._evicted_ptr[row]
+                self.mem_frame[row, r + k] = self.ptr_frame[row, rp + k] = self._evicted_frame[row]
+                self._evicted_frame[row] = self._evicted_by[row] = -1
+            else:
+                self.mem_frame[row, r + k] = self.ptr_frame[row, rp + k] = -1
+        cond = set(int(c) for c in self.mem_frame[row, r:] if c >= 0)
+        for ring, frames, feats, span, hbuf, hframes, hslots in (
+            (r, self.mem_frame, self.mem_feats, r, h.mem, h.mem_frame, h.mem_slots),
+            (rp, self.ptr_frame, self.obj_ptrs, rp, h.ptr, h.ptr_frame, h.ptr_slots),
+        ):
+            for g in range(frame - span, frame):
+                s = g % ring
+                if g >= 0 and g not in cond and hframes[row, g % hslots] == g:
+                    feats[row, s] = hbuf[row, g % hslots]
+                    frames[row, s] = g
+                else:
+                    frames[row, s] = -1
 
     # ----------------------------------------------------------------- memory
     def write_frame(self, rows: slice | np.ndarray, frame: int, feats: Buffer, ptrs: Buffer) -> None:
@@ -238,6 +321,9 @@ class MemoryBank:
         evicted = int(self.mem_frame[row, r + k])
         if 0 <= evicted != frame:
             self._demote(row, k, evicted)
+            self._evicted_mem[row] = self.mem_feats[row, r + k]
+            self._evicted_ptr[row] = self.obj_ptrs[row, rp + k]
+            self._evicted_frame[row], self._evicted_by[row] = evicted, frame
         self._store(self.mem_feats[row, r + k], feats)
         self.mem_frame[row, r + k] = frame
         self.obj_ptrs[row, rp + k] = ptr
@@ -318,6 +404,14 @@ class MemoryBank:
         bufs = {id(b): b for b in (
             self.mem_feats, self.mem_frame, self.obj_ptrs, self.ptr_frame, self.low_res, self.score, self.ptr,
             self.staged_mem, self.low_res_host, self.score_host, self.iou_host, self._tpos_row, self._mem_valid,
-            self._ptr_tpos, self._ptr_valid,
+            self._ptr_tpos, self._ptr_valid, self.first_prompt, self.last_prompt, self._evicted_mem,
+            self._evicted_ptr, self._evicted_frame, self._evicted_by,
         )}
-        return sum(int(b.nbytes) for b in bufs.values())
+        return sum(int(b.nbytes) for b in bufs.values()) + self.history.nbytes
+
+
+def _index(rows: np.ndarray) -> slice | np.ndarray:
+    """``rows`` (ascending row indices) as a slice when contiguous: a view, no gather."""
+    if rows.size and int(rows[-1]) - int(rows[0]) + 1 == rows.size:
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows

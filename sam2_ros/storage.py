@@ -54,6 +54,8 @@ class HostStorage:
         return np.zeros(shape, np.dtype(dtype))
 
     def asarray(self, x: Any) -> np.ndarray:
+        if not isinstance(x, np.ndarray) and callable(getattr(x, "numpy", None)):
+            x = x.numpy()  # a device value (an ONNX Runtime OrtValue on a GPU provider): copied to the host
         return np.asarray(x)
 
     def to_host(self, x: np.ndarray) -> np.ndarray:

@@ -4,17 +4,20 @@ Per frame (``step``): encode the image once, then for all tracked objects in one
 memory attention over each object's bank, mask decoder, memory encoder into the bank.
 Prompts (``add_prompt``) apply to the current (latest) frame: a new object id starts an
 object (SAM on that frame, no memory), a known id refines it (decoder conditioned on its
-memory and its current mask). A new object's prompted frame becomes a conditioning frame; a
-correction of a tracked object does too by default (``corrections_as_conditioning``), or
-else replaces that frame's recent memory (the official predictor's default). The memory of a
-prompted frame is encoded before the next frame, after the last prompt on that frame, as the
-official predictor does when propagation resumes.
+memory and its current mask). A prompt may also name a past frame still in the history
+(``frame_index``, the last ``history_frames`` frames): it is applied there, exactly as if it
+had come on time, and that object alone is re-tracked up to the current frame from the
+frames' cached features (no image encoder runs). A new object's prompted frame becomes a
+conditioning frame; a correction of a tracked object does too by default
+(``corrections_as_conditioning``), or else replaces that frame's recent memory (the official
+predictor's default). The memory of a prompted frame is encoded before the next frame, after
+the last prompt on that frame, as the official predictor does when propagation resumes.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -92,6 +95,10 @@ class Tracker:
             ``num_maskmem - 1`` frames (False: the official predictor's default).
         keep_first_cond_frame: keep the object's first prompted frame plus the latest
             ``cond_slots - 1`` instead of the latest ``cond_slots`` (needs ``cond_slots >= 2``).
+        history_frames: how many of the latest frames (the current one included) a prompt may
+            name (``add_prompt(..., frame_index=f)``): their image features and every object's
+            memory and outputs are kept, allocated once (16 MiB per frame at 1024 px, 4 MiB at
+            512, plus per object and frame about 1.3 MiB at 1024 px; :mod:`sam2_ros.history`).
     """
 
     def __init__(
@@ -104,11 +111,14 @@ class Tracker:
         fill_hole_area: int = 8,
         corrections_as_conditioning: bool = True,
         keep_first_cond_frame: bool = False,
+        history_frames: int = 30,
     ):
         if not isinstance(max_objects, int) or max_objects < 1:
             raise TrackerInputError(f"max_objects must be an int >= 1, got {max_objects!r}")
         if not isinstance(cond_slots, int) or cond_slots < 1:
             raise TrackerInputError(f"cond_slots must be an int >= 1, got {cond_slots!r}")
+        if isinstance(history_frames, bool) or not isinstance(history_frames, int) or history_frames < 1:
+            raise TrackerInputError(f"history_frames must be an int >= 1, got {history_frames!r}")
         if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 2):
             raise TrackerInputError(f"num_frames must be None or an int >= 2, got {num_frames!r}")
         self.backend = backend
@@ -137,8 +147,9 @@ class Tracker:
             max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
             max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
             keep_first_cond_frame=bool(keep_first_cond_frame), low_res_size=spec.low_res_size,
-            storage=self.storage,
+            storage=self.storage, history_frames=history_frames,
         )
+        self.history_frames = history_frames
         lr = spec.low_res_size
         # constant decoder inputs (host): "no point" (label -1), no mask, per-object flags
         self._no_points = np.zeros((1, 1, 2), np.float32)
@@ -170,6 +181,7 @@ class Tracker:
         self._ids: list[int] = []  # object id of each live row (rows 0..n-1)
         for row in range(self.max_objects):
             self.bank.clear(row)
+        self.bank.history.forget_frames()
         self.frame_index = -1
         self._frame_hw: tuple[int, int] | None = None
         self._feats: ImageFeatures | None = None
@@ -185,6 +197,13 @@ class Tracker:
     @property
     def num_objects(self) -> int:
         return len(self._ids)
+
+    @property
+    def oldest_frame(self) -> int | None:
+        """The oldest frame a prompt may name (``frame_index``); None before the first frame."""
+        if self.frame_index < 0:
+            return None
+        return max(0, self.frame_index - self.history_frames + 1)
 
     # ------------------------------------------------------------- validation
     def _check_frame(self, frame: np.ndarray) -> None:
@@ -269,6 +288,7 @@ class Tracker:
         self._feats = self.backend.encode_image(image)
         self._frame_hw = frame.shape[:2]
         self.frame_index += 1
+        self.bank.history.keep_features(self.frame_index, [getattr(self._feats, f.name) for f in fields(ImageFeatures)])
         n = self.num_objects
         self.bank.new_frame()
         if n:
@@ -296,52 +316,150 @@ class Tracker:
         return self.backend.encode_memory(self._feats, low_res, binarize, score)
 
     # ---------------------------------------------------------------- prompts
-    def add_prompt(self, object_id: int, points=None, labels=None, box=None, mask=None) -> FrameResult:
-        """Prompt ``object_id`` on the current frame with points (+labels), a box, or a mask.
+    def add_prompt(self, object_id: int, points=None, labels=None, box=None, mask=None,
+                   frame_index: int | None = None) -> FrameResult:
+        """Prompt ``object_id`` with points (+labels), a box, or a mask on the current frame, or on
+        the past frame ``frame_index``.
 
         Points and box are in camera pixels (x, y); labels 1 = positive, 0 = negative; the mask
         is a bool [H, W] array. A new id starts an object; a known id is refined. Replaces any
-        earlier prompt of this object on this frame. Returns every object's result on the frame.
+        earlier prompt of this object on this frame.
+
+        ``frame_index`` None or the current frame: returns every object's result on the current
+        frame. A past frame ``f`` (at least :attr:`oldest_frame`): the prompt is applied on ``f``
+        as if it had come then (a new object starts there; a refinement uses the object's memory
+        as it was on ``f`` and its mask on ``f``), then this object alone is tracked again from
+        ``f + 1`` to the current frame on the cached image features, replacing what it had
+        there. Returns every object's result on frame ``f`` (:meth:`result_at`); the current
+        frame's result (:meth:`current_result`) has the object as if it had been tracked live,
+        and the next ``step`` continues from there. A prompt on ``f`` must not precede a prompt
+        of the same object on a later frame (that one was conditioned on the object's memory
+        without this prompt): such a prompt is refused.
+
         Raises :class:`TrackerInputError` (state untouched) on bad input.
         """
         object_id = self._check_object_id(object_id)
         prompt = self._validate_prompt(object_id, points, labels, box, mask)
+        f = self._check_prompt_frame(object_id, frame_index)
+        if f != self.frame_index:
+            return self._prompt_past(object_id, prompt, f)
         is_new = object_id not in self._ids
         row = self.num_objects if is_new else self._ids.index(object_id)
         if is_new:
             self.bank.clear(row)
         is_init = not self.bank.tracked[row]
         as_cond = is_init or self.corrections_as_conditioning
-        if prompt.mask_s is not None:
-            self._run_mask_prompt(row, prompt.mask_s, as_cond)
-        else:
-            self._run_point_prompt(row, prompt, is_init, has_prev=not is_new, as_cond=as_cond)
+        prev = None if is_new else self.bank.low_res_host[row : row + 1]
+        self._decode_prompt(row, prompt, self._feats, f, is_init, prev, as_cond)
         if is_new:
             self._ids.append(object_id)
         return self.current_result()
 
-    def _run_point_prompt(self, row: int, prompt: _Prompt, is_init: bool, has_prev: bool, as_cond: bool) -> None:
-        if is_init:
-            pix, no_mem = self.backend.frame_embedding(self._feats), self._ones_b[:1]
+    def _check_prompt_frame(self, object_id: int, frame_index) -> int:
+        """The frame a prompt applies to; refuses frames out of the history, and a frame before a
+        later prompt of the same object."""
+        t = self.frame_index
+        if frame_index is None:
+            return t
+        if isinstance(frame_index, (bool, np.bool_)) or not isinstance(frame_index, (int, np.integer)):
+            raise TrackerInputError(f"frame_index must be None or an int, got {frame_index!r}")
+        f = int(frame_index)
+        if f > t:
+            raise TrackerInputError(f"frame {f} has not been processed yet: the current frame is {t}")
+        oldest = self.oldest_frame
+        if f < oldest or not self.bank.history.has_features(f):
+            raise TrackerInputError(
+                f"frame {f} is older than the history: the oldest frame a prompt may name is {oldest} "
+                f"(the current frame is {t}, history_frames={self.history_frames})"
+            )
+        if object_id in self._ids:
+            last = int(self.bank.last_prompt[self._ids.index(object_id)])
+            if last > f:
+                raise TrackerInputError(
+                    f"object {object_id} was prompted on frame {last}, after frame {f}: a prompt on an earlier "
+                    f"frame of an object must come before its prompts on later frames (prompt frame {last} or "
+                    "later, or remove the object and prompt it again)"
+                )
+        return f
+
+    def _prompt_past(self, object_id: int, prompt: _Prompt, f: int) -> FrameResult:
+        """Apply a validated prompt on past frame ``f`` and re-track the object up to the current frame."""
+        bank = self.bank
+        feats = self._features(f)
+        is_new = object_id not in self._ids
+        if is_new:
+            row = self.num_objects
+            bank.clear(row)
+            is_init, prev = True, None
         else:
-            inp = self.bank.attention_inputs(row, row + 1, self.frame_index, self.ptr_span)
-            pix, no_mem = self.backend.attend_memory(self._feats, **inp.as_dict()), self._zeros_b[:1]
-        if has_prev:  # previous logits of this object on this frame guide the new clicks
-            mask_input, has_mask = np.clip(self.bank.low_res_host[row : row + 1], -32.0, 32.0), self._ones_b[:1]
+            row = self._ids.index(object_id)
+            is_init = f == int(bank.first_prompt[row])  # a second prompt on the object's first frame
+            prev = bank.history.low_res[row, f % self.history_frames][None].copy()
+            bank.rewind(row, f)
+        as_cond = is_init or self.corrections_as_conditioning
+        self._decode_prompt(row, prompt, feats, f, is_init, prev, as_cond)
+        if is_new:
+            self._ids.append(object_id)
+        encode = lambda low_res, binarize, score: self.backend.encode_memory(feats, low_res, binarize, score)  # noqa: E731
+        bank.commit(f, row + 1, encode, self.spec.binarize_mask_from_pts_for_mem_enc, start=row)
+        self._catch_up(row, f + 1)
+        # graph inputs come from the history from now on: a backend that keeps one device buffer
+        # per encoder output (TensorRT) has been fed past frames' features since the last step
+        self._feats = self._features(self.frame_index)
+        return self.result_at(f)
+
+    def _catch_up(self, row: int, start: int) -> None:
+        """Track object row ``row`` alone on frames ``start .. current`` from the cached features:
+        each frame's memory goes to the bank and the history; the current frame's output is
+        staged as if it had been tracked live."""
+        multimask = self._use_multimask(False, 0)
+        for g in range(start, self.frame_index + 1):
+            inp = self.bank.attention_inputs(row, row + 1, g, self.ptr_span)
+            out, mem = self.backend.track_step(self._features(g), inp, multimask)
+            self.bank.set_tracked(row + 1, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem,
+                                  start=row)
+            self.bank.fill_holes(slice(row, row + 1), self.fill_hole_area)
+            if g < self.frame_index:
+                self.bank.commit(g, row + 1, None, self.spec.binarize_mask_from_pts_for_mem_enc, start=row)
+
+    def _features(self, frame: int) -> ImageFeatures:
+        return ImageFeatures(*self.bank.history.frame_features(frame))
+
+    def _decode_prompt(self, row: int, prompt: _Prompt, feats: ImageFeatures, frame: int, is_init: bool,
+                       prev: np.ndarray | None, as_cond: bool) -> None:
+        """Decode ``prompt`` for ``row`` on ``frame`` (features ``feats``); ``prev``: the object's
+        logits on that frame [1, 1, h, w] (None for a new object)."""
+        if prompt.mask_s is not None:
+            self._run_mask_prompt(row, prompt.mask_s, feats, as_cond)
+        else:
+            self._run_point_prompt(row, prompt, feats, frame, is_init, prev, as_cond)
+        self.bank.last_prompt[row] = frame
+        if self.bank.first_prompt[row] < 0:
+            self.bank.first_prompt[row] = frame
+
+    def _run_point_prompt(self, row: int, prompt: _Prompt, feats: ImageFeatures, frame: int, is_init: bool,
+                          prev: np.ndarray | None, as_cond: bool) -> None:
+        if is_init:
+            pix, no_mem = self.backend.frame_embedding(feats), self._ones_b[:1]
+        else:
+            inp = self.bank.attention_inputs(row, row + 1, frame, self.ptr_span)
+            pix, no_mem = self.backend.attend_memory(feats, **inp.as_dict()), self._zeros_b[:1]
+        if prev is not None:  # previous logits of this object on this frame guide the new clicks
+            mask_input, has_mask = np.clip(prev, -32.0, 32.0), self._ones_b[:1]
         else:
             mask_input, has_mask = self._no_mask[:1], self._zeros_b[:1]
         multimask = self._ones_b[:1] if self._use_multimask(is_init, len(prompt.labels)) else self._zeros_b[:1]
         out = self.backend.decode(
-            self._feats, pix, no_mem, prompt.coords[None], prompt.labels[None], mask_input, has_mask, multimask,
+            feats, pix, no_mem, prompt.coords[None], prompt.labels[None], mask_input, has_mask, multimask,
         )
         self._store(row, out.low_res_masks[0], out.object_score_logits[0], out.iou[0], out.obj_ptr[0], as_cond)
 
-    def _run_mask_prompt(self, row: int, mask_s: np.ndarray, as_cond: bool) -> None:
+    def _run_mask_prompt(self, row: int, mask_s: np.ndarray, feats: ImageFeatures, as_cond: bool) -> None:
         """SAM 2 ``use_mask_input_as_output_without_sam``: the mask is the output; the decoder gives the pointer."""
         c = self.constants
         mask_in = downsample_mask(mask_s, c["mask_downsample_weight"], c["mask_downsample_bias"])
         out = self.backend.decode(
-            self._feats, self.backend.frame_embedding(self._feats), self._zeros_b[:1],
+            feats, self.backend.frame_embedding(feats), self._zeros_b[:1],
             self._no_points[:1], self._no_labels[:1], mask_in[None, None], self._ones_b[:1], self._zeros_b[:1],
         )
         appearing = float(mask_s.any())
@@ -373,6 +491,36 @@ class Tracker:
         self._ids.pop()
 
     # ---------------------------------------------------------------- results
+    def result_at(self, frame_index: int) -> FrameResult:
+        """Every object's result on frame ``frame_index`` of the history (as now known: a prompt
+        applied on an earlier frame re-tracks its object over the frames after it). Objects
+        not tracked on that frame are left out. The current frame: :meth:`current_result`."""
+        t = self.frame_index
+        if isinstance(frame_index, (bool, np.bool_)) or not isinstance(frame_index, (int, np.integer)):
+            raise TrackerInputError(f"frame_index must be an int, got {frame_index!r}")
+        f = int(frame_index)
+        if t < 0 or f > t:
+            raise TrackerInputError(f"frame {f} has not been processed yet: the current frame is {t}")
+        if f == t:
+            return self.current_result()
+        h = self.bank.history
+        if f < self.oldest_frame or not h.has_features(f):
+            raise TrackerInputError(f"frame {f} is older than the history: the oldest frame is {self.oldest_frame}")
+        rows = [r for r in range(self.num_objects) if h.has_output(r, f)]
+        rows.sort(key=lambda r: self._ids[r])
+        slot = f % h.frames
+        low_res = h.low_res[rows, slot, 0] if rows else np.zeros((0, *h.low_res.shape[-2:]), np.float32)
+        masks = masks_from_logits(low_res, self._frame_hw, self.mask_threshold)
+        return FrameResult(
+            frame_index=f,
+            object_ids=[self._ids[r] for r in rows],
+            masks=masks,
+            scores=h.score[rows, slot, 0].copy(),
+            ious=h.iou[rows, slot, 0].copy(),
+            boxes=boxes_from_masks(masks),
+            low_res_logits=low_res.copy(),
+        )
+
     def current_result(self) -> FrameResult | None:
         """Every object's result on the current frame (None before the first frame)."""
         if self.frame_index < 0:

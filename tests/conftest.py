@@ -77,6 +77,12 @@ def tiny_export_256(artifacts, tiny_checkpoint) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_export_128(artifacts, tiny_checkpoint) -> Path:
+    """The same model at image size 128: the cheapest real export, for long runs (memory growth)."""
+    return _export(artifacts, "sam2.1_hiera_tiny", tiny_checkpoint, 128)
+
+
+@pytest.fixture(scope="session")
 def hard_checkpoint(artifacts, tiny_checkpoint) -> Path:
     return perturbed_checkpoint(tiny_checkpoint, artifacts / "tiny_hard.pt", score_shift=-0.178, mask_shift=-0.5)
 

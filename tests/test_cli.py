@@ -105,3 +105,39 @@ def test_build_without_tensorrt_says_so(tiny_export_256, tmp_path):
         assert proc.returncode == 2 and "TensorRT" in proc.stderr and "Traceback" not in proc.stderr
     else:
         pytest.skip("TensorRT is installed: the build itself is tested in tests/test_tensorrt.py")
+
+
+def test_prompts_file_received_at(tmp_path):
+    """``received_at``: when a prompt reaches the tracker (a frame index >= its frame)."""
+    from sam2_ros.io.prompts_file import prompts_by_delivery
+
+    def load(entries):
+        path = tmp_path / "prompts.json"
+        path.write_text(json.dumps(entries))
+        return load_prompts(path)
+
+    prompts = load([
+        {"frame": 3, "object_id": 1, "points": [[1, 2]], "labels": [1], "received_at": 7},
+        {"frame": 7, "object_id": 2, "box": [1, 2, 30, 40]},
+        {"frame": 5, "object_id": 1, "points": [[3, 4]], "labels": [1], "received_at": 7},
+        {"frame": 0, "object_id": 3, "box": [1, 2, 30, 40], "received_at": 0},
+    ])
+    assert [(p.frame, p.delivery) for p in prompts] == [(0, 0), (3, 7), (5, 7), (7, 7)]
+    # delivered after frame 7 in the order of their frames: as they would have come on time
+    assert [(p.object_id, p.frame) for p in prompts_by_delivery(prompts)[7]] == [(1, 3), (1, 5), (2, 7)]
+    for bad, message in (
+        ({"frame": 4, "object_id": 1, "box": [1, 2, 3, 4], "received_at": 3}, r"'received_at' \(3\) must be >= its frame \(4\)"),
+        ({"frame": 4, "object_id": 1, "box": [1, 2, 3, 4], "received_at": 4.5}, "'received_at' must be a frame index"),
+        ({"frame": 4, "object_id": 1, "box": [1, 2, 3, 4], "received_at": True}, "'received_at' must be a frame index"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load([bad])
+
+
+def test_track_refuses_a_prompt_later_than_the_history(tiny_export_256, tmp_path):
+    prompts = tmp_path / "late.json"
+    prompts.write_text(json.dumps([{"frame": 0, "object_id": 1, "box": [600, 200, 860, 420], "received_at": 4}]))
+    proc = sam2_ros("track", "--engines", tiny_export_256, "--video", SAMPLES / "bedroom_short.mp4", "--prompts",
+                    prompts, "--out", tmp_path / "o", "--history-frames", "4", "--max-frames", "2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "4 frames late: the tracker keeps 4 frames (history_frames), so a prompt may be at most 3" in proc.stderr

@@ -43,3 +43,35 @@ def test_memory_flat_over_200_frames(tiny_export_256, shared_data):
     assert rss200 - rss20 < 8 * 1024 * 1024, f"RSS grew by {(rss200 - rss20) / 2**20:.1f} MiB"
     assert buffers == {k: (v.ctypes.data, v.nbytes) for k, v in vars(bank).items() if isinstance(v, np.ndarray)}
     assert bank.conditioning_frames(0) == [50, 120]
+
+
+def test_history_allocated_once_and_memory_flat_over_500_frames_with_late_prompts(tiny_export_128, shared_data):
+    """Prompts arriving 1..3 frames late all along (refinements, new objects, removals that move
+    rows): the history's buffers keep their addresses, host memory stays flat. At 128 px: cheap."""
+    tr = Tracker(load_backend(tiny_export_128), max_objects=2, cond_slots=2, history_frames=4)
+    frames = [np.ascontiguousarray(f[::4, ::4]) for f in iter_frames(shared_data / "videos" / "bedroom.mp4", 200)]
+    tr.step(frames[0])
+    tr.add_prompt(1, points=[[60, 50]], labels=[1])
+    hist = tr.bank.history
+    addresses = [(b.ctypes.data, b.nbytes) for b in hist.buffers()]
+    snap = rss = None
+    tracemalloc.start()
+    for i in range(1, 500):
+        tr.step(frames[i % len(frames)])
+        if i % 10 == 5:  # a late refinement of the first object, 2 frames behind
+            tr.add_prompt(tr.object_ids[0], points=[[70, 60]], labels=[1], frame_index=i - 2)
+        if i % 50 == 20:  # a new object 3 frames back (H - 1) ...
+            tr.add_prompt(i, box=[150, 60, 200, 110], frame_index=i - 3)
+        if i % 50 == 40:  # ... and the first one goes: the new one's row moves into its place
+            tr.remove_object(tr.object_ids[0])
+        if i == 99:
+            gc.collect()
+            snap, rss = tracemalloc.take_snapshot(), rss_bytes()
+    gc.collect()
+    end, rss_end = tracemalloc.take_snapshot(), rss_bytes()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in end.compare_to(snap, "filename"))
+    assert grown < 256 * 1024, f"Python heap grew by {grown} bytes between frame 100 and 500"
+    assert rss_end - rss < 8 * 1024 * 1024, f"RSS grew by {(rss_end - rss) / 2**20:.1f} MiB"
+    assert [(b.ctypes.data, b.nbytes) for b in hist.buffers()] == addresses
+    assert tr.object_ids == [470] and tr.oldest_frame == 499 - 3

@@ -99,8 +99,9 @@ def call_in_thread(worker, fn, stamp, timeout=60.0):
 
 def click(object_id, x=100.0, y=90.0):
     def fn(w, frame_stamp):
-        res = w.tracker.add_prompt(object_id, points=[[x, y]], labels=[1])
-        w.note_prompt(object_id, "", frame_stamp)
+        index = w.frame_index_of(frame_stamp)
+        res = w.tracker.add_prompt(object_id, points=[[x, y]], labels=[1], frame_index=index)
+        w.note_prompt(object_id, "", frame_stamp, index)
         return frame_stamp, res.frame_index, list(res.object_ids)
 
     return fn
@@ -133,13 +134,26 @@ def test_newest_frame_wins_and_held_prompts_follow_their_frame(stream_worker):
     assert (stats.received, stats.processed, stats.dropped, stats.queue_depth) == (3, 2, 1, 0)
 
 
-def test_stamp_errors_name_the_problem(stream_worker):
-    stream, worker = stream_worker
+def test_stamp_errors_name_the_problem(backend, frames):
+    stream = GatedStream(list(frames))
+    worker = TrackerWorker(Tracker(backend, max_objects=3, history_frames=1), stream.decode, stream.publish,
+                           stream.report)
+    worker.start()
+    try:
+        _stamp_errors(stream, worker)
+    finally:
+        for g in stream.gates:
+            g.set()
+        worker.stop()
+
+
+def _stamp_errors(stream, worker):
     for k in range(2):
         stream.gates[k].set()
         worker.submit((k + 1) * S, k)
         stream.wait_published(k + 1)
-    with pytest.raises(CommandError, match="older than the latest processed frame"):
+    with pytest.raises(CommandError, match=r"older than the tracker's history of its last 1 frames \(history_frames\): "
+                                           r"the oldest frame a prompt may name has stamp 2.000000000 \(frame index 1\)"):
         worker.call(click(1), 1 * S, 10)
     with pytest.raises(CommandError, match="no frame with stamp 1.500000000 was received"):
         worker.call(click(1), S + S // 2, 10)
@@ -160,7 +174,7 @@ def test_stamp_errors_name_the_problem(stream_worker):
     assert "no frame with stamp 5.000000001 arrived" in never["error"], never
 
 
-def test_explicit_stamp_is_refused_once_the_tracker_moved_on(stream_worker):
+def test_explicit_stamp_still_lands_on_its_frame_once_the_tracker_moved_on(stream_worker):
     stream, worker = stream_worker
     stream.gates[0].set()
     worker.submit(1 * S, 0)
@@ -172,8 +186,36 @@ def test_explicit_stamp_is_refused_once_the_tracker_moved_on(stream_worker):
     stream.gates[1].set()
     t_old.join(60)
     t_latest.join(60)
-    assert "no longer the latest processed frame" in old["error"], old
+    # the tracker moved on to frame 1 before the prompt ran: it is applied on frame 0 (in the history)
+    assert old["value"] == (1 * S, 0, [1]), old
     assert latest["value"][:2] == (2 * S, 1), latest  # LATEST lands on whatever is latest
+    _, _, infos = worker.snapshot()
+    assert infos[1].first_frame_index == 0 and infos[2].first_frame_index == 1
+
+
+def test_a_stamp_that_leaves_the_history_before_its_prompt_runs_fails(backend, frames):
+    stream = GatedStream(list(frames))
+    worker = TrackerWorker(Tracker(backend, max_objects=3, history_frames=2), stream.decode, stream.publish,
+                           stream.report)
+    worker.start()
+    try:
+        for k in range(2):
+            stream.gates[k].set()
+            worker.submit((k + 1) * S, k)
+            stream.wait_published(k + 1)
+        worker.submit(3 * S, 2)
+        assert stream.entered[2].wait(30)  # frame 2 in flight: stamp 1 s is still in the history of 2 frames
+        t_old, old = call_in_thread(worker, click(1), 1 * S)
+        stream.gates[2].set()
+        t_old.join(60)
+        assert "older than the tracker's history of its last 2 frames" in old["error"], old
+        assert "stamp 2.000000000 (frame index 1)" in old["error"], old
+        assert worker.call(click(1), 2 * S, 30)[:2] == (2 * S, 1)  # one frame behind: applied there
+        assert worker.snapshot()[1].object_ids == [1]
+    finally:
+        for g in stream.gates:
+            g.set()
+        worker.stop()
 
 
 def test_bad_frames_are_rejected_without_touching_objects(stream_worker, frames):

@@ -5,6 +5,8 @@ click on an object it already tracks is a refinement on a tracked frame (conditi
 memory), and a new id is a new object, exactly the streaming semantics of
 ``sam2_ros.tracker.Tracker``. Frames enter the official loader through its own
 ``_load_img_as_tensor`` (lossless PNG), so preprocessing is the official code too.
+Every prompt is given on its own frame: a prompts file's ``received_at`` (when our tracker
+receives it, late) is ignored here, so a late run of ours is compared with the prompt on time.
 """
 
 from __future__ import annotations

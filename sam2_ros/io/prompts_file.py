@@ -10,6 +10,12 @@ the integer nanoseconds of the image's ``header.stamp`` (sec * 10**9 + nanosec);
 the topic's message with that stamp, and a stamp no message has is an error that names it
 (:func:`resolve_stamps`). An entry has exactly one of ``frame`` and ``stamp``.
 Entries of one frame are applied in file order.
+
+When the prompt reached the tracker: an entry may give ``"received_at": N``, a frame index >= its
+frame (default: its own frame). The prompt is then delivered once the stream has reached frame N
+(after frame N is processed) and applied on its own frame, as a prompt that arrives late does
+(``Tracker.add_prompt(..., frame_index=frame)``): the latency case, run offline. The official
+reference gets every prompt on its own frame (it ignores ``received_at``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ class Prompt:
     box: np.ndarray | None = None
     mask: np.ndarray | None = None
     stamp: int | None = None  # header stamp in nanoseconds (rosbag inputs)
+    received_at: int | None = None  # frame index at which the prompt reaches the tracker (None: its frame)
+
+    @property
+    def delivery(self) -> int:
+        """The frame after which the prompt is applied (``received_at``, else its own frame)."""
+        return self.frame if self.received_at is None else self.received_at
 
     def kwargs(self) -> dict:
         return {"points": self.points, "labels": self.labels, "box": self.box, "mask": self.mask}
@@ -54,6 +66,9 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         stamp = e.get("stamp")
         if "stamp" in e and (not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 0):
             raise ValueError(f"{where}: 'stamp' must be an integer number of nanoseconds >= 0, got {stamp!r}")
+        received = e.get("received_at")
+        if received is not None and (not isinstance(received, int) or isinstance(received, bool) or received < 0):
+            raise ValueError(f"{where}: 'received_at' must be a frame index (an integer >= 0), got {received!r}")
         mask = None
         if e.get("mask"):
             mpath = path.parent / e["mask"]
@@ -63,8 +78,11 @@ def load_prompts(path: str | Path) -> list[Prompt]:
             mask = m > 0
         arr = lambda k, dt: None if e.get(k) is None else np.asarray(e[k], dt)  # noqa: E731
         frame = int(e["frame"]) if "frame" in e else None
-        prompts.append(Prompt(frame, int(e["object_id"]), arr("points", np.float32),
-                              arr("labels", np.int32), arr("box", np.float32), mask, stamp))
+        p = Prompt(frame, int(e["object_id"]), arr("points", np.float32), arr("labels", np.int32),
+                   arr("box", np.float32), mask, stamp, received)
+        if frame is not None:
+            check_received_at(p, where)
+        prompts.append(p)
     if all(p.frame is not None for p in prompts):
         prompts.sort(key=lambda p: p.frame)  # stable: file order within a frame
     return prompts
@@ -84,6 +102,7 @@ def resolve_stamps(prompts: list[Prompt], frame_of_stamp: Mapping[int, int], sou
                     f"which no message of {source} has"
                 )
             p = replace(p, frame=frame_of_stamp[p.stamp])
+            check_received_at(p, f"prompt for object {p.object_id} with stamp {p.stamp} (frame {p.frame})")
         out.append(p)
     out.sort(key=lambda p: p.frame)  # stable: file order within a frame
     return out
@@ -97,6 +116,23 @@ def require_frames(prompts: list[Prompt], source: str) -> None:
                 f"prompt for object {p.object_id} is given by 'stamp' ({p.stamp}), but {source} has no stamps: "
                 "use 'frame' (stamps work with --bag)"
             )
+
+
+def check_received_at(p: Prompt, where: str) -> None:
+    """A prompt cannot reach the tracker before its frame exists."""
+    if p.received_at is not None and p.received_at < p.frame:
+        raise ValueError(f"{where}: 'received_at' ({p.received_at}) must be >= its frame ({p.frame}): a prompt "
+                         "cannot arrive before its frame")
+
+
+def prompts_by_delivery(prompts: list[Prompt]) -> dict[int, list[Prompt]]:
+    """The prompts delivered after each frame (``received_at``, default: their frame), each list
+    ordered by the prompts' frames (list order within a frame): the order they would have had on time."""
+    require_frames(prompts, "this input")
+    out: dict[int, list[Prompt]] = {}
+    for p in prompts:
+        out.setdefault(p.delivery, []).append(p)
+    return {n: sorted(ps, key=lambda p: p.frame) for n, ps in out.items()}
 
 
 def prompts_by_frame(prompts: list[Prompt]) -> dict[int, list[Prompt]]:

@@ -37,6 +37,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from sam2_ros.ros import convert as rc
 from sam2_ros.errors import EngineError, TrackerInputError
@@ -140,6 +141,7 @@ class Sam2TrackerNode(LifecycleNode):
                 fill_hole_area=self._param("fill_hole_area"),
                 corrections_as_conditioning=self._param("corrections_as_conditioning"),
                 keep_first_cond_frame=self._param("keep_first_cond_frame"),
+                history_frames=self._param("history_frames"),
             )
         except (EngineError, TrackerInputError, OSError, ValueError) as e:
             self.get_logger().error(f"configure failed: cannot load {backend} engines from {engine_dir!r}: {e}")
@@ -172,7 +174,8 @@ class Sam2TrackerNode(LifecycleNode):
         self._state_label = "inactive"
         self.get_logger().info(
             f"configured: {backend} engines from {engine_dir} ({engine.manifest.spec.model} at "
-            f"{engine.manifest.spec.image_size}px), up to {tracker.max_objects} objects"
+            f"{engine.manifest.spec.image_size}px), up to {tracker.max_objects} objects, prompts on the last "
+            f"{tracker.history_frames} frames"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -353,6 +356,9 @@ class Sam2TrackerNode(LifecycleNode):
         verb = "added" if prompt.get("is_new") else "prompted"
         resp.message = (f"object {oid} {verb} on frame {result.frame_index} (stamp {fmt_stamp(frame_stamp)}): "
                         f"score {result.scores[i]:.2f}, {int(result.masks[i].sum())} mask pixels")
+        if prompt.get("behind"):
+            resp.message += (f"; {prompt['behind']} frames behind the latest, tracked up to frame "
+                             f"{result.frame_index + prompt['behind']}")
         return resp
 
     def _srv_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response) -> RemoveObject.Response:
@@ -431,14 +437,19 @@ def parse_prompt(req: AddPrompt.Request) -> dict:
 
 
 def _apply_prompt(w: TrackerWorker, frame_stamp: int, object_id: int, label: str, prompt: dict):
-    """Runs on the worker thread, on the frame the prompt refers to."""
+    """Runs on the worker thread, on the frame the prompt refers to (the latest processed frame,
+    or an earlier one still in the tracker's history: applied there and caught up)."""
     tracked = w.tracker.object_ids
     oid = w.new_object_id() if object_id == AddPrompt.Request.NEW_OBJECT else int(object_id)
     args = {k: prompt[k] for k in ("points", "labels", "box", "mask")}
-    result = w.tracker.add_prompt(oid, **args)
+    frame_index = w.frame_index_of(frame_stamp)
+    result = w.tracker.add_prompt(oid, **args, frame_index=frame_index)
     prompt["is_new"] = oid not in tracked
-    w.note_prompt(oid, label, frame_stamp)
-    return oid, frame_stamp, result, w.current_frame.payload.header
+    prompt["behind"] = w.tracker.frame_index - frame_index
+    w.note_prompt(oid, label, frame_stamp, frame_index)
+    header = Header(frame_id=w.current_frame.payload.header.frame_id)  # the frame's camera: the current one's
+    header.stamp.sec, header.stamp.nanosec = divmod(frame_stamp, 1_000_000_000)
+    return oid, frame_stamp, result, header
 
 
 #: Longest wait of the main loop before it checks for shutdown again (seconds).

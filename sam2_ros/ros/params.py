@@ -103,6 +103,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "that frame's recent memory, forgotten after 6 frames (false: the official predictor's default).",
     ),
     ParamSpec(
+        "history_frames", 30,
+        "Latest processed frames an AddPrompt stamp may name (the latest included): a prompt on an earlier frame "
+        "is applied there and its object tracked up to the latest frame from cached image features. Allocated at "
+        "configure and the first frame: image features of each frame (16 MiB at 1024 px, 4 MiB at 512, 1 MiB at 256) plus about "
+        "1.3 MiB per object and frame at 1024 px (0.3 MiB at 512).",
+        int_range=(1, 1000),
+    ),
+    ParamSpec(
         "mask_threshold", 0.0,
         "Mask logit threshold: a pixel belongs to an object when its logit exceeds it (0 as in SAM 2).",
         float_range=(-32.0, 32.0),

@@ -10,10 +10,14 @@
 - :meth:`TrackerWorker.call` runs a command on the tracker for a given frame stamp and
   waits for its outcome, from any number of threads at once:
   stamp 0 (latest) or the latest processed frame's stamp: run before the next frame;
+  an earlier processed frame still in the tracker's history (its last ``history_frames``
+  frames): run before the next frame, on that frame (:meth:`frame_index_of` gives the
+  command its frame index; a prompt is applied there and caught up to the latest frame);
   a frame received but not processed yet: held, run right after that frame is processed
   (fails if the frame is dropped or cannot be decoded); a stamp newer than every frame
   received (the request overtook its image): held until that frame arrives (fails when a
-  newer frame arrives first); an older or unknown stamp: a clear error.
+  newer frame arrives first); a processed frame older than the history, or an unknown
+  stamp: a clear error (naming the oldest stamp still in the history).
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ class TrackerWorker:
         self._held: dict[int, list[_Command]] = {}
         self._status: collections.OrderedDict[int, FrameStatus] = collections.OrderedDict()
         self._history = history
+        # stamp -> frame index of the frames in the tracker's history (the last history_frames
+        # processed frames), oldest first
+        self._in_history: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._frame_wh: tuple[int, int] | None = None  # size of the last processed frame
@@ -234,8 +241,8 @@ class TrackerWorker:
         with self._cond:
             if self._thread is None or self._stop:
                 raise CommandError("the tracker is not running (node not active)")
-            if stamp_ns == LATEST or stamp_ns == self.current_stamp:
-                self._commands.append(cmd)
+            if stamp_ns == LATEST or stamp_ns == self.current_stamp or stamp_ns in self._in_history:
+                self._commands.append(cmd)  # the latest frame, or a past frame still in the history
             else:
                 status = self._status.get(stamp_ns)
                 not_yet = status is None and (self._newest_received is None or stamp_ns > self._newest_received)
@@ -267,11 +274,19 @@ class TrackerWorker:
             else "no frame has been processed yet"
         )
         if status is None:
-            return f"no frame with stamp {fmt_stamp(stamp_ns)} was received recently; {latest} (use stamp 0 for it)"
+            oldest = f"; {self._oldest_text()}" if self._in_history else ""
+            return f"no frame with stamp {fmt_stamp(stamp_ns)} was received recently; {latest} (use stamp 0 for it){oldest}"
         if status == FrameStatus.PROCESSED:
-            return (f"frame {fmt_stamp(stamp_ns)} is older than the latest processed frame; the tracker only "
-                    f"accepts prompts on its latest frame: {latest} (use stamp 0 for it)")
+            return (f"frame {fmt_stamp(stamp_ns)} is older than the tracker's history of its last "
+                    f"{self.tracker.history_frames} frames (history_frames): {self._oldest_text()}; {latest} "
+                    "(use stamp 0 for it)")
         return f"frame {fmt_stamp(stamp_ns)} was {status.value}; {latest} (use stamp 0 for it)"
+
+    def _oldest_text(self) -> str:
+        if not self._in_history:
+            return "no frame is in the history"
+        stamp, index = next(iter(self._in_history.items()))
+        return f"the oldest frame a prompt may name has stamp {fmt_stamp(stamp)} (frame index {index})"
 
     def _run_command(self, cmd: _Command, frame_stamp: int | None = None, held: bool = False) -> None:
         """Run ``cmd`` on the tracker's current frame (held: on ``frame_stamp``, just processed)."""
@@ -281,13 +296,15 @@ class TrackerWorker:
             cmd.started = True
             if not held:
                 frame_stamp = self.current_stamp
+                if cmd.stamp_ns != LATEST and cmd.stamp_ns in self._in_history:
+                    frame_stamp = cmd.stamp_ns  # a past frame still in the history
+            stale = self._stamp_error(cmd.stamp_ns, self._status.get(cmd.stamp_ns))
         if frame_stamp is None and cmd.needs_frame:
             cmd.finish(error="no frame has been processed yet: publish images first, or give the stamp of a "
                              "frame that was received and is waiting to be processed")
             return
-        if cmd.stamp_ns != LATEST and cmd.stamp_ns != frame_stamp:
-            cmd.finish(error=f"frame {fmt_stamp(cmd.stamp_ns)} is no longer the latest processed frame: the "
-                             f"tracker moved on to {fmt_stamp(frame_stamp)} (use stamp 0 for the latest)")
+        if cmd.stamp_ns != LATEST and cmd.stamp_ns != frame_stamp:  # left the history meanwhile
+            cmd.finish(error=stale)
             return
         try:
             cmd.finish(value=cmd.fn(self, frame_stamp))
@@ -347,7 +364,12 @@ class TrackerWorker:
         with self._cond:
             self.current_stamp = frame.stamp_ns
             self.current_frame = frame
+            if result.frame_index == 0:  # a new stream (first frame, or a reset for a new size)
+                self._forget_history()
             self._set_status(frame.stamp_ns, FrameStatus.PROCESSED)
+            self._in_history[frame.stamp_ns] = result.frame_index
+            while len(self._in_history) > self.tracker.history_frames:
+                self._in_history.popitem(last=False)
             held = self._held.pop(frame.stamp_ns, [])
         for cmd in held:
             self._run_command(cmd, frame.stamp_ns, held=True)
@@ -393,17 +415,32 @@ class TrackerWorker:
             s.step_mean_ms = 1000 * float(np.mean([r[2] for r in recent]))
         return s
 
+    def _forget_history(self) -> None:
+        """Processed frames before a reset are no frames of the tracker any more (under _cond)."""
+        self._in_history.clear()
+        for stamp, status in self._status.items():
+            if status == FrameStatus.PROCESSED:
+                self._status[stamp] = FrameStatus.STALE
+
     # ------------------------------------------- helpers for command functions
+    def frame_index_of(self, stamp_ns: int) -> int:
+        """The tracker's frame index of processed frame ``stamp_ns`` (in the history; worker thread)."""
+        with self._cond:
+            if stamp_ns not in self._in_history:
+                raise CommandError(self._stamp_error(stamp_ns, self._status.get(stamp_ns)))
+            return self._in_history[stamp_ns]
+
     def new_object_id(self) -> int:
         """The lowest id above every id used since the last reset (runs on the worker thread)."""
         return max([self._next_id - 1, *self.tracker.object_ids]) + 1
 
-    def note_prompt(self, object_id: int, label: str, frame_stamp: int) -> None:
-        """Record a successful prompt (worker thread)."""
+    def note_prompt(self, object_id: int, label: str, frame_stamp: int, frame_index: int | None = None) -> None:
+        """Record a successful prompt on frame ``frame_index`` (default: the current one; worker thread)."""
         with self._cond:
             info = self.objects.get(object_id)
             if info is None:
-                info = self.objects[object_id] = ObjectInfo(label, self.tracker.frame_index, frame_stamp)
+                first = self.tracker.frame_index if frame_index is None else frame_index
+                info = self.objects[object_id] = ObjectInfo(label, first, frame_stamp)
             elif label and not info.label:
                 info.label = label
             info.num_prompts += 1
@@ -429,9 +466,7 @@ class TrackerWorker:
             self.current_frame = None
             self.current_result = None
             self.stats.objects = 0
-            for stamp, status in self._status.items():
-                if status == FrameStatus.PROCESSED:
-                    self._status[stamp] = FrameStatus.STALE
+            self._forget_history()
         for cmd in held:
             cmd.finish(error="the tracker was reset before the prompt's frame was processed")
 
