@@ -259,7 +259,13 @@ def run_cpu_benchmark(args) -> list[dict]:
             })
             print(json.dumps(rows[-1]), flush=True)
         del streams, predictor
-    versions = (f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, "
+    try:
+        import openvino
+
+        ov_version = f", openvino {openvino.__version__.split('-')[0]}"
+    except ImportError:
+        ov_version = ""
+    versions = (f"torch {torch.__version__}, onnxruntime {ort.__version__}{ov_version}, numpy {np.__version__}, "
                 f"Python {platform.python_version()}")
     text = "\n".join([
         f"# CPU benchmark: {args.model} @ {args.image_size}, {len(frames)} frames of {Path(video).name}",
