@@ -9,6 +9,7 @@ import pytest
 from sam2_ros.backends import load_backend
 from sam2_ros.errors import TrackerInputError
 from sam2_ros.tracker import Tracker
+from sam2_ros.postprocess import mask_iou
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,9 @@ def test_a_late_prompt_equals_the_prompt_on_time(backend, frames):
     for f, (x, y) in enumerate(zip(ra, rb)):
         assert x.object_ids == y.object_ids, f
         assert np.abs(x.low_res_logits - y.low_res_logits).max() <= 1e-5, f"frame {f}"
-        assert np.abs(x.scores - y.scores).max() <= 1e-5 and np.array_equal(x.masks, y.masks), f"frame {f}"
+        assert np.abs(x.scores - y.scores).max() <= 1e-5, f"frame {f}"
+        # a logit within rounding of the threshold may flip a pixel of the upsampled mask
+        assert all(mask_iou(p, q) >= 0.9999 for p, q in zip(x.masks, y.masks)), f"frame {f}"
     for row in range(2):  # the banks too: what the next frame will read (slots in use)
         sa, sb = row_state(a, row), row_state(b, row)
         for slots, feats in (("bank.mem_frame", "bank.mem_feats"), ("bank.ptr_frame", "bank.obj_ptrs")):

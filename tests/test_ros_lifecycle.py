@@ -69,7 +69,7 @@ def test_configure_fails_cleanly_without_usable_engines(tracker_node, tmp_path, 
     assert set_param(node, "use_sim_time", True).successful  # rclpy's own parameters pass through
     # a bad value never gets in
     res = set_param(node, "backend", "tflite")
-    assert not res.successful and "must be one of onnxruntime, torch, tensorrt" in res.reason
+    assert not res.successful and "must be one of onnxruntime, openvino, torch, tensorrt" in res.reason
 
 
 def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256, shared_data):

@@ -91,7 +91,7 @@ def test_overload_drops_to_the_newest_frame_with_bounded_queue_and_memory(tiny_e
         final = diag(client)
         received, dropped = int(final["frames_received"]), int(final["frames_dropped"])
         assert received == int(final["frames_processed"]) + dropped + int(final["frames_rejected"])
-        assert dropped >= N_PUBLISHED // 2, final
+        assert dropped >= N_PUBLISHED // 2, {k: v for k, v in final.items() if k.startswith("frames_")}
         depths = [int(v["queue_depth"]) for v in all_diag(client)]
         assert depths and max(depths) <= 1
         # 200 frames of 480x270 RGB are 78 MB: a backlog would show; measured growth here ~2 MB

@@ -23,7 +23,7 @@ def test_config_file_sets_every_parameter_with_its_default():
 @pytest.mark.parametrize(
     "name, value, error",
     [
-        ("backend", "tflite", "backend must be one of onnxruntime, torch, tensorrt"),
+        ("backend", "tflite", "backend must be one of onnxruntime, openvino, torch, tensorrt"),
         ("max_objects", 0, r"max_objects must be in \[1, 4096\]"),
         ("max_objects", 2.5, "max_objects must be of type integer"),
         ("max_objects", True, "max_objects must be of type integer"),
