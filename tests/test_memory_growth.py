@@ -72,6 +72,9 @@ def test_history_allocated_once_and_memory_flat_over_500_frames_with_late_prompt
     tracemalloc.stop()
     grown = sum(s.size_diff for s in end.compare_to(snap, "filename"))
     assert grown < 256 * 1024, f"Python heap grew by {grown} bytes between frame 100 and 500"
-    assert rss_end - rss < 8 * 1024 * 1024, f"RSS grew by {(rss_end - rss) / 2**20:.1f} MiB"
+    # Alone this run grows by 0.1 MiB over 600 frames; after the rest of the suite in the same
+    # process, allocator arenas once added 9 MiB. Any per-frame leak of history data (a frame's
+    # features are 256 KB here) would add > 100 MiB over these 400 frames.
+    assert rss_end - rss < 24 * 1024 * 1024, f"RSS grew by {(rss_end - rss) / 2**20:.1f} MiB"
     assert [(b.ctypes.data, b.nbytes) for b in hist.buffers()] == addresses
     assert tr.object_ids == [470] and tr.oldest_frame == 499 - 3
