@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from sam2_ros.attention_packing import dense_groups, row_order
-from sam2_ros.graph_io import MASK_DECODER
+from sam2_ros.graph_io import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER
 from sam2_ros.manifest import Manifest
 from sam2_ros.memory_bank import AttentionInputs
 from sam2_ros.storage import Buffer, Storage
@@ -204,3 +204,42 @@ class ComposedTrackStep:
         if key not in cache:
             cache[key] = self.storage.asarray(np.full(shape, value, dtype))
         return cache[key]
+
+
+class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
+    """The protocol's graph calls for backends that run the exported ONNX graphs by name.
+
+    Subclasses implement ``_run(graph, feeds, keep_on_device=()) -> outputs`` in
+    :mod:`sam2_ros.graph_io` order (``keep_on_device``: outputs a GPU runtime may keep as its own
+    device values; others ignore it).
+    """
+
+    def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))
+
+    def frame_embedding(self, feats: ImageFeatures):
+        return feats.image_embed
+
+    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
+        return self._run(
+            "memory_attention",
+            MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
+        )[0]
+
+    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos):
+        return self._run(
+            "memory_attention_dense",
+            MEMORY_ATTENTION_DENSE.feeds(feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos),
+        )[0]
+
+    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
+        out = self._run(
+            "mask_decoder",
+            decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask),
+        )
+        return DecoderOutput(*out)
+
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits):
+        return self._run(
+            "memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits),
+        )[0]

@@ -6,14 +6,9 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import (
-    UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits, decoder_feeds,
-)
+from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import (
-    EXPORTED_GRAPHS, GRAPH_NAMES, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER,
-    OPTIONAL_GRAPHS,
-)
+from sam2_ros.graph_io import EXPORTED_GRAPHS, GRAPH_NAMES, MEMORY_ATTENTION_DENSE, OPTIONAL_GRAPHS
 from sam2_ros.manifest import Manifest
 from sam2_ros.storage import HOST
 
@@ -26,7 +21,7 @@ PROVIDER_ALIASES = {
 }
 
 
-class OnnxRuntimeBackend(PackedAttention, ComposedTrackStep):
+class OnnxRuntimeBackend(OnnxGraphCalls):
     """Runs the exported ONNX graphs with ONNX Runtime.
 
     Args:
@@ -118,36 +113,6 @@ class OnnxRuntimeBackend(PackedAttention, ComposedTrackStep):
         sess.run_with_iobinding(binding)
         vals = binding.get_outputs()
         return [v if o in keep_on_device else v.numpy() for o, v in zip(outputs, vals)]
-
-    def encode_image(self, image: np.ndarray) -> ImageFeatures:
-        return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))
-
-    def frame_embedding(self, feats: ImageFeatures):
-        return feats.image_embed  # numpy on CPU; an OrtValue bound as is on a GPU provider
-
-    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
-        return self._run(
-            "memory_attention",
-            MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
-        )[0]
-
-    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos) -> np.ndarray:
-        return self._run(
-            "memory_attention_dense",
-            MEMORY_ATTENTION_DENSE.feeds(feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos),
-        )[0]
-
-    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
-        out = self._run(
-            "mask_decoder",
-            decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask),
-        )
-        return DecoderOutput(*out)
-
-    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
-        return self._run(
-            "memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits),
-        )[0]
 
     def close(self) -> None:
         """Release the ONNX Runtime sessions (and their memory). Safe to call twice."""

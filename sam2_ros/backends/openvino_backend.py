@@ -13,14 +13,9 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import (
-    UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits, decoder_feeds,
-)
+from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import (
-    EXPORTED_GRAPHS, GRAPH_NAMES, IMAGE_ENCODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER,
-    OPTIONAL_GRAPHS,
-)
+from sam2_ros.graph_io import EXPORTED_GRAPHS, GRAPH_NAMES, MEMORY_ATTENTION_DENSE, OPTIONAL_GRAPHS
 from sam2_ros.manifest import Manifest
 from sam2_ros.storage import HOST
 
@@ -30,7 +25,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
-class OpenVinoBackend(PackedAttention, ComposedTrackStep):
+class OpenVinoBackend(OnnxGraphCalls):
     """Runs the exported ONNX graphs with OpenVINO on the CPU.
 
     Args:
@@ -77,41 +72,11 @@ class OpenVinoBackend(PackedAttention, ComposedTrackStep):
             self._requests[g] = compiled.create_infer_request()
         self.has_dense_attention = MEMORY_ATTENTION_DENSE.name in self._requests
 
-    def _run(self, graph: str, feeds: dict) -> list[np.ndarray]:
+    def _run(self, graph: str, feeds: dict, keep_on_device: tuple[str, ...] = ()) -> list[np.ndarray]:
         request = self._requests[graph]
         # copies the outputs out of the request (the next call reuses its buffers)
         result = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return [result[o] for o in EXPORTED_GRAPHS[graph].outputs]
-
-    def encode_image(self, image: np.ndarray) -> ImageFeatures:
-        return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image)))
-
-    def frame_embedding(self, feats: ImageFeatures):
-        return feats.image_embed
-
-    def _attend_masked(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> np.ndarray:
-        return self._run(
-            "memory_attention",
-            MEMORY_ATTENTION.feeds(feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
-        )[0]
-
-    def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos) -> np.ndarray:
-        return self._run(
-            "memory_attention_dense",
-            MEMORY_ATTENTION_DENSE.feeds(feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos),
-        )[0]
-
-    def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
-        out = self._run(
-            "mask_decoder",
-            decoder_feeds(feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask),
-        )
-        return DecoderOutput(*out)
-
-    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
-        return self._run(
-            "memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits),
-        )[0]
 
     def close(self) -> None:
         """Release the compiled graphs. Safe to call twice."""
