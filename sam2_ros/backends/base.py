@@ -14,12 +14,16 @@ backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from sam2_ros.attention_packing import dense_groups, row_order
-from sam2_ros.graph_io import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER
+from sam2_ros.errors import EngineError
+from sam2_ros.graph_io import (
+    GRAPH_NAMES, IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER, OPTIONAL_GRAPHS,
+)
 from sam2_ros.manifest import Manifest
 from sam2_ros.memory_bank import AttentionInputs
 from sam2_ros.storage import Buffer, Storage
@@ -213,6 +217,19 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
     :mod:`sam2_ros.graph_io` order (``keep_on_device``: outputs a GPU runtime may keep as its own
     device values; others ignore it).
     """
+
+    @staticmethod
+    def graph_files(manifest: Manifest) -> list[tuple[str, Path]]:
+        """(name, path) of the four graphs and of the optional ones the export has; a missing
+        file is an :class:`~sam2_ros.errors.EngineError`."""
+        optional = [g for g in OPTIONAL_GRAPHS if g in manifest.data.get("graphs", {})]
+        out = []
+        for g in (*GRAPH_NAMES, *optional):
+            path = manifest.graph_path(g)
+            if not path.is_file():
+                raise EngineError(f"{path} is missing from the engine directory")
+            out.append((g, path))
+        return out
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))

@@ -8,7 +8,7 @@ import numpy as np
 
 from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import EXPORTED_GRAPHS, GRAPH_NAMES, MEMORY_ATTENTION_DENSE, OPTIONAL_GRAPHS
+from sam2_ros.graph_io import EXPORTED_GRAPHS, MEMORY_ATTENTION_DENSE
 from sam2_ros.manifest import Manifest
 from sam2_ros.storage import HOST
 
@@ -68,11 +68,7 @@ class OnnxRuntimeBackend(OnnxGraphCalls):
         opts.inter_op_num_threads = 1  # the graphs run one after the other
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.sessions = {}
-        optional = [g for g in OPTIONAL_GRAPHS if g in manifest.data.get("graphs", {})]
-        for g in (*GRAPH_NAMES, *optional):
-            path = manifest.graph_path(g)
-            if not path.is_file():
-                raise EngineError(f"{path} is missing from the engine directory")
+        for g, path in self.graph_files(manifest):
             try:
                 self.sessions[g] = ort.InferenceSession(str(path), opts, providers=wanted)
             except Exception as e:  # ORT raises its own exception types

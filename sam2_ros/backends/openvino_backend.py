@@ -15,7 +15,7 @@ import numpy as np
 
 from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
 from sam2_ros.errors import EngineError
-from sam2_ros.graph_io import EXPORTED_GRAPHS, GRAPH_NAMES, MEMORY_ATTENTION_DENSE, OPTIONAL_GRAPHS
+from sam2_ros.graph_io import EXPORTED_GRAPHS, MEMORY_ATTENTION_DENSE
 from sam2_ros.manifest import Manifest
 from sam2_ros.storage import HOST
 
@@ -56,11 +56,7 @@ class OpenVinoBackend(OnnxGraphCalls):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self._requests = {}
-        optional = [g for g in OPTIONAL_GRAPHS if g in manifest.data.get("graphs", {})]
-        for g in (*GRAPH_NAMES, *optional):
-            path = manifest.graph_path(g)
-            if not path.is_file():
-                raise EngineError(f"{path} is missing from the engine directory")
+        for g, path in self.graph_files(manifest):
             try:
                 compiled = core.compile_model(str(path), "CPU", config)
             except RuntimeError as e:  # OpenVINO raises RuntimeError for unreadable / unsupported models
