@@ -187,16 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     from sam2_ros.manifest import load_manifest
 
     if a.random_weights:
-        from sam2_ros_export.checkpoint import random_checkpoint
-        from sam2_ros_export.onnx_export import export_model
+        from sam2_ros_export.onnx_export import cached_random_export
 
-        work = Path(a.work)
-        ckpt = work / "tiny_seed0.pt"
-        if not ckpt.is_file():
-            random_checkpoint("sam2.1_hiera_tiny", 0, ckpt)
-        engines = work / f"tiny_{a.image_size}"
-        if not (engines / "manifest.json").is_file():
-            export_model("sam2.1_hiera_tiny", ckpt, engines, image_size=a.image_size)
+        _, engines = cached_random_export("sam2.1_hiera_tiny", a.image_size, a.work)
     elif a.engines:
         engines = Path(a.engines)
     else:

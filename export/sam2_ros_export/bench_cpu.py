@@ -209,8 +209,7 @@ def run_cpu_benchmark(args) -> list[dict]:
     import torch
 
     from sam2_ros.backends.torch_backend.official import build_video_predictor
-    from sam2_ros_export.checkpoint import random_checkpoint
-    from sam2_ros_export.onnx_export import export_model
+    from sam2_ros_export.onnx_export import cached_random_export
     from sam2_ros_export.reference import official_fill_hole_area
 
     warnings.filterwarnings("ignore")
@@ -218,16 +217,9 @@ def run_cpu_benchmark(args) -> list[dict]:
     _set_threads(threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    ckpt = work / f"{args.model}_random.pt"
-    if not ckpt.is_file():
-        random_checkpoint(args.model, 0, ckpt)
-    engines = work / f"{args.model}_{args.image_size}"
-    if not (engines / "manifest.json").is_file() or "memory_attention_dense" not in (engines / "manifest.json").read_text():
-        export_model(args.model, ckpt, engines, image_size=args.image_size)
+    ckpt, engines = cached_random_export(args.model, args.image_size, out / "work")
     video = args.video or str(Path(__file__).resolve().parent.parent.parent / "samples" / "bedroom_short.mp4")
     frames = read_frames(video, args.frames)
-    video = str(video)
     if len(frames) <= args.warmup:
         raise SystemExit(f"--frames {args.frames} leaves no timed frame after --warmup {args.warmup}")
     rows = []

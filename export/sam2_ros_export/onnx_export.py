@@ -172,3 +172,20 @@ def export_model(
     }
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def cached_random_export(model_name: str, image_size: int, work: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """A random-weights checkpoint of ``model_name`` and its export, kept in ``work`` and made again
+    only when missing or incomplete (an export from before a graph was added). For benchmarks.
+    Returns (checkpoint, export directory)."""
+    from sam2_ros_export.checkpoint import random_checkpoint
+
+    work = Path(work)
+    ckpt = work / f"{model_name}_seed{seed}.pt"
+    if not ckpt.is_file():
+        random_checkpoint(model_name, seed, ckpt)
+    engines = work / f"{model_name}_{image_size}"
+    manifest = engines / MANIFEST_NAME
+    if not manifest.is_file() or set(EXPORTED_GRAPHS) - set(json.loads(manifest.read_text()).get("graphs", {})):
+        export_model(model_name, ckpt, engines, image_size=image_size)
+    return ckpt, engines
