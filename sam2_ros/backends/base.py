@@ -22,8 +22,15 @@ import numpy as np
 from sam2_ros.attention_packing import dense_groups, row_order
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import (
-    GRAPH_NAMES, IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ATTENTION_DENSE, MEMORY_ENCODER, OPTIONAL_GRAPHS,
+    GRAPH_NAMES,
+    IMAGE_ENCODER,
+    MASK_DECODER,
+    MEMORY_ATTENTION,
+    MEMORY_ATTENTION_DENSE,
+    MEMORY_ENCODER,
+    OPTIONAL_GRAPHS,
 )
+from sam2_ros.imaging import HOST_IMAGING, Imaging
 from sam2_ros.manifest import Manifest
 from sam2_ros.memory_bank import AttentionInputs
 from sam2_ros.storage import Buffer, Storage
@@ -85,6 +92,8 @@ class Backend(Protocol):
     manifest: Manifest
     #: Where the memory bank lives and what the backend returns (host numpy, a torch device, ...).
     storage: Storage
+    #: Frame pre- and post-processing (:mod:`sam2_ros.imaging`): on the host, or on the backend's device.
+    imaging: Imaging
 
     @property
     def limits(self) -> ShapeLimits:

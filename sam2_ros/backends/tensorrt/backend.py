@@ -58,6 +58,7 @@ import numpy as np
 
 from sam2_ros.backends.base import DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
 from sam2_ros.errors import EngineError
+from sam2_ros.imaging import HOST_IMAGING
 from sam2_ros.memory_bank import AttentionInputs
 from sam2_ros.graph_io import GRAPH_NAMES, IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 from sam2_ros.manifest import Manifest, file_sha256
@@ -353,6 +354,8 @@ class TensorRTBackend:
     #: The bank stays in (page-locked, registered) host memory for now; its slices are copied to
     #: the device per call. Device-resident bank storage for TensorRT is future work (needs a GPU).
     storage = HOST
+    #: pre- and post-processing on the host: the engines take host inputs and the bank is on the host
+    imaging = HOST_IMAGING
 
     def __init__(
         self,

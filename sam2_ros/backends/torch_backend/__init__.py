@@ -18,6 +18,7 @@ import numpy as np
 
 from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits
 from sam2_ros.errors import EngineError
+from sam2_ros.imaging import HOST_IMAGING
 from sam2_ros.manifest import Manifest
 
 
@@ -68,6 +69,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         self.precision = precision
         self._amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.storage = TorchStorage(self.device)
+        self.imaging = HOST_IMAGING
         ckpt = checkpoint or manifest.data.get("checkpoint")
         if not ckpt or not Path(ckpt).is_file():
             raise EngineError(
