@@ -65,9 +65,16 @@ class Imaging(Protocol):
 class HostRendering:
     """:class:`Rendering` with numpy and OpenCV; masks are built once, on first use."""
 
-    def __init__(self, low_res: np.ndarray, frame_hw: tuple[int, int], threshold: float):
+    def __init__(self, low_res: np.ndarray | None, frame_hw: tuple[int, int], threshold: float):
         self._low_res, self._frame_hw, self._threshold = low_res, frame_hw, threshold
         self._masks: np.ndarray | None = None
+
+    @classmethod
+    def of_masks(cls, masks: np.ndarray) -> "HostRendering":
+        """The rendering of masks already at the camera resolution."""
+        r = cls(None, tuple(masks.shape[1:3]), 0.0)
+        r._masks = np.asarray(masks, bool)
+        return r
 
     def masks(self) -> np.ndarray:
         if self._masks is None:

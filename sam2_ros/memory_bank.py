@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from sam2_ros.history import History
-from sam2_ros.postprocess import fill_holes
+from sam2_ros.imaging import HOST_IMAGING, Imaging
 from sam2_ros.storage import HOST, Buffer, Storage
 
 
@@ -180,7 +180,6 @@ class MemoryBank:
         self.ptr[rows] = ptr
         self.staged_mem[rows] = mem
         self.iou_host[rows] = self.storage.to_host(iou)
-        self._mirror(rows)
         self.staged[rows] = True
         self.tracked[rows] = True
 
@@ -191,27 +190,37 @@ class MemoryBank:
         self.score[row] = st.asarray(score)
         self.ptr[row] = st.asarray(ptr)
         self.iou_host[row] = st.to_host(iou)  # only the results read it
-        self._mirror(slice(row, row + 1))
         self.pending[row] = True
         self.pending_cond[row] = as_cond
+
+    def finish_outputs(self, rows: slice, max_area: int, imaging: Imaging = HOST_IMAGING) -> None:
+        """After :meth:`set_tracked` / :meth:`set_prompted`: fill small background holes of the
+        rows' logits (SAM 2's post-processing, after the memory) and refresh their host mirrors.
+
+        With a device ``imaging`` the holes are filled where the logits are and the mirror is
+        downloaded once; otherwise on the host mirror, uploading only the rows that changed.
+        """
+        if imaging.on_device and not self.storage.on_host:
+            if max_area > 0:
+                imaging.fill_holes(self.low_res[rows, 0], max_area)
+            self._mirror(rows)
+            return
+        self._mirror(rows)
+        if max_area <= 0:
+            return
+        if self.storage.on_host:
+            imaging.fill_holes(self.low_res_host[rows, 0], max_area)
+            return
+        before = self.low_res_host[rows, 0].copy()
+        imaging.fill_holes(self.low_res_host[rows, 0], max_area)
+        for i in np.flatnonzero((before != self.low_res_host[rows, 0]).any(axis=(1, 2))):  # upload only what changed
+            row = rows.start + int(i)
+            self.low_res[row] = self.storage.asarray(self.low_res_host[row])
 
     def _mirror(self, rows: slice) -> None:
         if not self.storage.on_host:
             self.low_res_host[rows] = self.storage.to_host(self.low_res[rows])
             self.score_host[rows] = self.storage.to_host(self.score[rows])
-
-    def fill_holes(self, rows: slice, max_area: int) -> None:
-        """Fill small background holes of the rows' current logits (SAM 2's post-processing)."""
-        if max_area <= 0:
-            return
-        if self.storage.on_host:
-            fill_holes(self.low_res_host[rows, 0], max_area)
-            return
-        before = self.low_res_host[rows, 0].copy()
-        after = fill_holes(self.low_res_host[rows, 0], max_area)
-        for i in np.flatnonzero((before != after).any(axis=(1, 2))):  # upload only what changed
-            row = rows.start + int(i)
-            self.low_res[row] = self.storage.asarray(self.low_res_host[row])
 
     def commit(self, frame: int, n: int, encode_memory: Callable[..., Buffer] | None, binarize_prompted: bool,
                start: int = 0) -> None:

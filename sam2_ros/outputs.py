@@ -15,13 +15,10 @@ from sam2_ros.tracker import FrameResult
 
 def label_image(result: FrameResult, max_objects: int) -> tuple[np.ndarray, str]:
     """Pixel = 1 + index of the object in ``result``; 0 = background. Where masks overlap,
-    the object with the higher object score wins. mono16 when max_objects > 255."""
-    h, w = result.masks.shape[1:] if result.masks.ndim == 3 else (0, 0)
+    the object with the higher object score wins. mono16 when max_objects > 255. Built where the
+    result's masks are (on the GPU for a GPU backend)."""
     dtype, enc = (np.uint8, "mono8") if max_objects <= 255 else (np.uint16, "mono16")
-    labels = np.zeros((h, w), dtype)
-    for i in np.argsort(result.scores, kind="stable"):
-        labels[result.masks[i]] = i + 1
-    return labels, enc
+    return result.label_image(np.argsort(result.scores, kind="stable"), dtype), enc
 
 
 def object_values(result: FrameResult, index: int, label: str) -> dict:

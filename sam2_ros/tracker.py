@@ -17,40 +17,91 @@ the last prompt on that frame, as the official predictor does when propagation r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from sam2_ros.backends.base import Backend, ImageFeatures
 from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.memory_bank import MemoryBank
-from sam2_ros.postprocess import boxes_from_masks, masks_from_logits
+from sam2_ros.imaging import HostRendering, Rendering
 from sam2_ros.preprocess import (
     downsample_mask,
     mask_prompt_logits,
     mask_to_model_input,
-    preprocess_frame,
     scale_points,
 )
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class FrameResult:
-    """Every tracked object on one frame, in ascending object-id order."""
+    """Every tracked object on one frame, in ascending object-id order.
 
-    frame_index: int
-    object_ids: list[int]
-    masks: np.ndarray  # [n, H, W] bool, camera resolution
-    scores: np.ndarray  # [n] float32 object-score logits (> 0: visible)
-    ious: np.ndarray  # [n] float32 predicted IoU
-    boxes: np.ndarray  # [n, 4] float32 x0, y0, x1, y1 (NaN where the mask is empty)
-    low_res_logits: np.ndarray = field(repr=False)  # [n, 4h, 4w] float32 mask logits
+    Scores, IoUs and low-res logits are host arrays. The camera-resolution outputs (``masks``,
+    ``boxes``, ``areas``, :meth:`label_image`) are computed on first use by the backend's
+    imaging (on the GPU for a GPU backend), so a caller pays only for what it reads: a node that
+    publishes only the label image never builds per-object masks on the host.
+    """
+
+    def __init__(
+        self,
+        frame_index: int,
+        object_ids: list[int],
+        masks: np.ndarray | None = None,  # [n, H, W] bool, camera resolution
+        scores: np.ndarray | None = None,  # [n] float32 object-score logits (> 0: visible)
+        ious: np.ndarray | None = None,  # [n] float32 predicted IoU
+        boxes: np.ndarray | None = None,  # [n, 4] float32 x0, y0, x1, y1 (NaN where the mask is empty)
+        low_res_logits: np.ndarray | None = None,  # [n, 4h, 4w] float32 mask logits
+        *,
+        rendering: Rendering | None = None,
+        frame_hw: tuple[int, int] | None = None,
+    ):
+        if (masks is None) == (rendering is None):
+            raise ValueError("FrameResult needs either masks or a rendering")
+        n = len(object_ids)
+        self.frame_index = frame_index
+        self.object_ids = object_ids
+        self.scores = np.zeros(n, np.float32) if scores is None else scores
+        self.ious = np.zeros(n, np.float32) if ious is None else ious
+        self.low_res_logits = low_res_logits
+        self._masks, self._boxes, self._areas = masks, boxes, None
+        self._rendering = rendering if rendering is not None else HostRendering.of_masks(masks)
+        self.frame_hw = tuple(frame_hw) if frame_hw is not None else tuple(masks.shape[1:3])
+
+    @property
+    def masks(self) -> np.ndarray:
+        """[n, H, W] bool masks at the camera resolution."""
+        if self._masks is None:
+            self._masks = self._rendering.masks()
+        return self._masks
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """[n, 4] float32 x0, y0, x1, y1 (exclusive ends), NaN where a mask is empty."""
+        if self._boxes is None:
+            self._boxes = self._rendering.boxes()
+        return self._boxes
+
+    @property
+    def areas(self) -> np.ndarray:
+        """[n] int64 mask pixel counts."""
+        if self._areas is None:
+            self._areas = self._rendering.areas()
+        return self._areas
+
+    def label_image(self, order: np.ndarray, dtype) -> np.ndarray:
+        """[H, W] ``dtype``: pixel = 1 + object index, 0 = background, objects painted in ``order``
+        (a later one wins where masks overlap). Built where the masks are; only it is downloaded."""
+        return self._rendering.label_image(np.asarray(order, np.int64), np.dtype(dtype))
 
     @property
     def visible(self) -> np.ndarray:
         return self.scores > 0
+
+    def __repr__(self) -> str:
+        return (f"FrameResult(frame_index={self.frame_index}, object_ids={self.object_ids}, "
+                f"scores={self.scores!r}, frame_hw={self.frame_hw})")
 
 
 @dataclass
@@ -143,6 +194,7 @@ class Tracker:
         self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
         hw = spec.feat_size**2
         self.storage = backend.storage
+        self.imaging = backend.imaging
         self.bank = MemoryBank(
             max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
             max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
@@ -284,7 +336,7 @@ class Tracker:
         """Process the next frame (RGB uint8 [H, W, 3]) and return every object's mask on it."""
         self._check_frame(frame)
         self._commit_current_frame()
-        image = preprocess_frame(frame, self.spec.image_size)
+        image = self.imaging.frame_tensor(frame, self.spec.image_size)
         self._feats = self.backend.encode_image(image)
         self._frame_hw = frame.shape[:2]
         self.frame_index += 1
@@ -295,7 +347,7 @@ class Tracker:
             inp = self.bank.attention_inputs(0, n, self.frame_index, self.ptr_span)
             out, mem = self.backend.track_step(self._feats, inp, self._use_multimask(False, 0))
             self.bank.set_tracked(n, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem)
-            self.bank.fill_holes(slice(0, n), self.fill_hole_area)  # after the memory, as SAM 2 does
+            self.bank.finish_outputs(slice(0, n), self.fill_hole_area, self.imaging)  # after the memory, as SAM 2 does
         return self.current_result()
 
     def _use_multimask(self, is_init: bool, num_points: int) -> bool:
@@ -418,7 +470,7 @@ class Tracker:
             out, mem = self.backend.track_step(self._features(g), inp, multimask)
             self.bank.set_tracked(row + 1, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem,
                                   start=row)
-            self.bank.fill_holes(slice(row, row + 1), self.fill_hole_area)
+            self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area, self.imaging)
             if g < self.frame_index:
                 self.bank.commit(g, row + 1, None, self.spec.binarize_mask_from_pts_for_mem_enc, start=row)
 
@@ -473,7 +525,7 @@ class Tracker:
 
     def _store(self, row: int, low_res, score, iou, ptr, as_cond: bool) -> None:
         self.bank.set_prompted(row, low_res, score, iou, ptr, as_cond)
-        self.bank.fill_holes(slice(row, row + 1), self.fill_hole_area)
+        self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area, self.imaging)
 
     # ---------------------------------------------------------------- removal
     def remove_object(self, object_id: int) -> None:
@@ -510,15 +562,14 @@ class Tracker:
         rows.sort(key=lambda r: self._ids[r])
         slot = f % h.frames
         low_res = h.low_res[rows, slot, 0] if rows else np.zeros((0, *h.low_res.shape[-2:]), np.float32)
-        masks = masks_from_logits(low_res, self._frame_hw, self.mask_threshold)
         return FrameResult(
             frame_index=f,
             object_ids=[self._ids[r] for r in rows],
-            masks=masks,
             scores=h.score[rows, slot, 0].copy(),
             ious=h.iou[rows, slot, 0].copy(),
-            boxes=boxes_from_masks(masks),
             low_res_logits=low_res.copy(),
+            rendering=self._render(low_res),
+            frame_hw=self._frame_hw,
         )
 
     def current_result(self) -> FrameResult | None:
@@ -527,13 +578,23 @@ class Tracker:
             return None
         order = np.argsort(self._ids, kind="stable").astype(np.int64)
         low_res = self.bank.low_res_host[order, 0]
-        masks = masks_from_logits(low_res, self._frame_hw, self.mask_threshold)
+        if self.imaging.on_device:  # render from the logits on the device, in the results' order
+            rendering = self.imaging.render(self.bank.low_res[self.storage.asarray(order), 0], self._frame_hw,
+                                            self.mask_threshold)
+        else:
+            rendering = self._render(low_res)
         return FrameResult(
             frame_index=self.frame_index,
             object_ids=[self._ids[i] for i in order],
-            masks=masks,
             scores=self.bank.score_host[order, 0].copy(),
             ious=self.bank.iou_host[order, 0].copy(),
-            boxes=boxes_from_masks(masks),
             low_res_logits=low_res.copy(),
+            rendering=rendering,
+            frame_hw=self._frame_hw,
         )
+
+    def _render(self, low_res_host: np.ndarray) -> Rendering:
+        """The camera-resolution outputs of host logits [n, h, w] (uploaded first for device imaging)."""
+        if self.imaging.on_device:
+            return self.imaging.render(self.storage.asarray(low_res_host), self._frame_hw, self.mask_threshold)
+        return self.imaging.render(low_res_host, self._frame_hw, self.mask_threshold)

@@ -224,8 +224,11 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
 
     Subclasses implement ``_run(graph, feeds, keep_on_device=()) -> outputs`` in
     :mod:`sam2_ros.graph_io` order (``keep_on_device``: outputs a GPU runtime may keep as its own
-    device values; others ignore it).
+    device values; others ignore it). Pre- and post-processing run on the host (the exact path;
+    an ONNX Runtime GPU session still takes host inputs).
     """
+
+    imaging: Imaging = HOST_IMAGING
 
     @staticmethod
     def graph_files(manifest: Manifest) -> list[tuple[str, Path]]:

@@ -355,7 +355,7 @@ class Sam2TrackerNode(LifecycleNode):
         resp.stamp = header.stamp
         verb = "added" if prompt.get("is_new") else "prompted"
         resp.message = (f"object {oid} {verb} on frame {result.frame_index} (stamp {fmt_stamp(frame_stamp)}): "
-                        f"score {result.scores[i]:.2f}, {int(result.masks[i].sum())} mask pixels")
+                        f"score {result.scores[i]:.2f}, {int(result.areas[i])} mask pixels")
         if prompt.get("behind"):
             resp.message += (f"; {prompt['behind']} frames behind the latest, tracked up to frame "
                              f"{result.frame_index + prompt['behind']}")
@@ -400,7 +400,7 @@ class Sam2TrackerNode(LifecycleNode):
             for i, oid in enumerate(result.object_ids):
                 info = infos.get(oid)
                 st = ObjectState(id=int(oid), score=float(result.scores[i]), visible=bool(result.scores[i] > 0),
-                                 iou=float(result.ious[i]), area=int(result.masks[i].sum()))
+                                 iou=float(result.ious[i]), area=int(result.areas[i]))
                 st.x0, st.y0, st.x1, st.y1 = (float(v) for v in result.boxes[i])
                 if info is not None:
                     st.label, st.num_prompts = info.label, info.num_prompts
