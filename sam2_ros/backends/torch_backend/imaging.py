@@ -249,10 +249,13 @@ class TorchRendering:
     def label_image(self, order: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Painted on the device in ``order`` (as ``paint_labels``); only the [H, W] image comes down."""
         m = self.device_masks()
-        labels = torch.zeros(m.shape[1:], dtype=_TORCH_DTYPES[np.dtype(dtype)], device=m.device)
+        dtype = np.dtype(dtype)
+        if m.shape[0] > np.iinfo(dtype).max:
+            raise OverflowError(f"{m.shape[0]} objects do not fit {dtype} labels")
+        labels = torch.zeros(m.shape[1:], dtype=torch.int32, device=m.device)  # (few ops take uint16)
         for i in np.asarray(order).tolist():
             labels.masked_fill_(m[i], i + 1)
-        return _download(labels)
+        return _download(labels.to(_TORCH_DTYPES[dtype]))
 
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16,
