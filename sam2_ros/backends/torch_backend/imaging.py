@@ -2,9 +2,10 @@
 
 The camera frame goes up once as uint8 and is resized on the device; the logits never leave it
 until a caller reads an output, and then only that output comes down. Everything here runs on
-any torch device and, inside :meth:`TorchImaging.frame_tensor` (after the upload) and
-:meth:`TorchImaging.fill_holes`, without a host synchronisation: no ``.item()``, no
-data-dependent shapes, so a CUDA graph could capture them.
+any torch device. The resize (:meth:`TorchImaging.resize`, all of ``frame_tensor`` but the
+upload) and :meth:`TorchImaging.fill_holes` never synchronise with the host once their tables
+for a size are on the device: no ``.item()``, no data-dependent shapes, so a CUDA graph could
+capture them.
 
 * Resize: PIL's bicubic resize of an RGB uint8 image reproduced in integer arithmetic — the
   same fixed-point filter taps (22 fractional bits) PIL computes per (input size, output size),
@@ -84,6 +85,8 @@ class TorchImaging:
     """
 
     on_device = True
+    #: The frame input equals the host path's bit for bit (measured), but the masks come from
+    #: ``F.interpolate`` rather than OpenCV and differ on rare near-threshold pixels.
     exact = False
 
     def __init__(self, device: torch.device | str):
