@@ -7,7 +7,7 @@ given). Device-resident: the memory bank lives in :class:`.storage.TorchStorage`
 and the results the tracker reports cross to the host.
 This folder is the only place of the runtime that imports torch: :mod:`.graphs` (the four
 graphs as PyTorch modules, which the ONNX export also traces), :mod:`.official` (building
-the official model) and :mod:`.storage`.
+the official model), :mod:`.storage` and :mod:`.imaging` (frame resize and mask outputs on the device).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from sam2_ros.manifest import Manifest
 #: Precisions of the torch backend: fp32, or autocast to bf16 / fp16 (PyTorch keeps softmax,
 #: normalisations and reductions in fp32 under autocast). Outputs and the bank stay float32.
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Where the torch backend pre- and post-processes frames: on its device, on the host (exact), or
+#: "auto" (device on CUDA, host on the CPU, where the exact path costs no transfer).
+IMAGING = ("auto", "device", "host")
 
 
 class TorchBackend(PackedAttention, ComposedTrackStep):
@@ -36,17 +39,22 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``; ``"auto"`` (default): CUDA when available.
         precision: ``fp32`` (default, the parity reference), ``bf16`` (CPU with bf16 matrix units,
             or GPU) or ``fp16`` (GPU only), by autocast.
+        imaging: where frames are resized and masks post-processed (:mod:`sam2_ros.imaging`):
+            ``"device"`` (:class:`.imaging.TorchImaging`: the uint8 frame goes up once, outputs
+            come down only when read), ``"host"`` (the exact PIL / OpenCV path on the CPU), or
+            ``"auto"`` (default): the device on CUDA, the host on the CPU.
     """
 
     name = "torch"
     limits: ShapeLimits = UNLIMITED
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "auto",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", imaging: str = "auto"):
         try:
             import torch
 
             from sam2_ros.backends.torch_backend.graphs import graph_modules
+            from sam2_ros.backends.torch_backend.imaging import TorchImaging
             from sam2_ros.backends.torch_backend.official import build_video_predictor
             from sam2_ros.backends.torch_backend.storage import TorchStorage
             from sam2_ros.manifest import file_sha256
@@ -69,7 +77,11 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         self.precision = precision
         self._amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.storage = TorchStorage(self.device)
-        self.imaging = HOST_IMAGING
+        if imaging not in IMAGING:
+            raise EngineError(f"torch backend: imaging must be one of {', '.join(IMAGING)}, got {imaging!r}")
+        if imaging == "auto":
+            imaging = "device" if self.device.type == "cuda" else "host"
+        self.imaging = TorchImaging(self.device) if imaging == "device" else HOST_IMAGING
         ckpt = checkpoint or manifest.data.get("checkpoint")
         if not ckpt or not Path(ckpt).is_file():
             raise EngineError(
