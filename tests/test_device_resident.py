@@ -153,3 +153,73 @@ def test_precision_options_are_checked(tiny_export_256, tiny_checkpoint):
             load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", precision="fp16")
         with pytest.raises(EngineError, match="sees no CUDA GPU"):
             load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cuda")
+
+
+def _run(tracker, frames, prompts):
+    out = []
+    for i, f in enumerate(frames):
+        r = tracker.step(f)
+        for p in prompts:
+            if p.frame == i:
+                r = tracker.add_prompt(p.object_id, **p.kwargs())
+        out.append(r)
+    return out
+
+
+def test_device_imaging_tracks_like_the_exact_host_path(tiny_export_256, tiny_checkpoint, bedroom_frames):
+    """The tracker with pre/post-processing on the torch device (resize, hole filling, masks,
+    boxes, label image) against the exact PIL/OpenCV path: the resize and hole filling are
+    bit-exact, so the logits are identical; masks (F.interpolate vs OpenCV) differ on almost no pixel.
+    Random weights give logits near 0 with many small holes to fill."""
+    frames = bedroom_frames[:8]
+    prompts = [
+        Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),
+        Prompt(0, 2, None, None, np.array([600, 250, 800, 450], np.float32)),
+        Prompt(4, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),
+    ]
+    runs = {}
+    for imaging in ("host", "device"):
+        be = load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", imaging=imaging)
+        assert be.imaging.on_device == (imaging == "device")
+        runs[imaging] = _run(Tracker(be, max_objects=3, fill_hole_area=8), frames, prompts)
+    filled = 0
+    for a, b in zip(runs["host"], runs["device"]):
+        assert a.object_ids == b.object_ids
+        assert np.array_equal(a.low_res_logits, b.low_res_logits)
+        filled += int((a.low_res_logits == np.float32(0.1)).sum())
+        assert (a.masks != b.masks).mean() <= 1e-5
+        assert np.array_equal(a.areas, a.masks.sum(axis=(1, 2))) and np.array_equal(b.areas, b.masks.sum(axis=(1, 2)))
+        from sam2_ros.outputs import label_image
+
+        la, lb = label_image(a, 3)[0], label_image(b, 3)[0]
+        assert (la != lb).mean() <= 1e-5
+        both = np.isfinite(a.boxes) & np.isfinite(b.boxes)
+        assert np.array_equal(np.isfinite(a.boxes), np.isfinite(b.boxes))
+        assert np.abs(a.boxes[both] - b.boxes[both]).max(initial=0) <= 1
+    assert filled > 0, "no hole was filled: the test did not exercise hole filling"
+
+
+def test_device_imaging_step_uploads_the_uint8_frame_and_downloads_only_what_is_read(
+        tiny_export_256, tiny_checkpoint, bedroom_frames, monkeypatch):
+    be = load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", imaging="device")
+    tracker = Tracker(be, max_objects=3)
+    tracker.step(bedroom_frames[0])
+    tracker.add_prompt(1, points=[[300, 200]], labels=[1])
+    tracker.add_prompt(2, box=[600, 250, 800, 450])
+    tracker.step(bedroom_frames[1])  # caches the resize weights
+    spec, n = tracker.spec, 2
+    h, w = bedroom_frames[0].shape[:2]
+    traffic = HostTraffic(monkeypatch)
+    res = tracker.step(bedroom_frames[2])
+    up = [e for e in traffic.log if e[0] == "up"]
+    assert max(b for _, _, b in up) == h * w * 3, up  # the uint8 frame, nothing larger
+    assert not any(s == (1, 3, spec.image_size, spec.image_size) for _, s, _ in up), "a float frame went up"
+    down = [e for e in traffic.log if e[0] == "down"]
+    assert sum(b for _, _, b in down) <= n * spec.low_res_size**2 * 4 + 4096, down  # the logits the results report
+    traffic.log.clear()
+    from sam2_ros.outputs import label_image
+
+    labels, _ = label_image(res, 3)
+    assert labels.shape == (h, w)
+    assert [e for e in traffic.log if e[0] == "down" and e[2] > 4096] == [("down", (h, w), h * w)]
+    assert sum(b for d, _, b in traffic.log if d == "down") <= h * w + 4096  # no per-object masks came down
