@@ -539,7 +539,8 @@ class FrameSource:
             raise ValueError("empty clip")
         self.clip = clip
         self.hw = clip[0].shape[:2]
-        self._cycle = stream_frames(list(range(len(clip))), 2 * len(clip))
+        idx = list(range(len(clip)))
+        self._cycle = idx + idx[-2:0:-1] if len(idx) > 2 else idx  # one period of stream_frames
         self._official: dict[int, object] = {}
 
     def index(self, i: int) -> int:
@@ -548,14 +549,17 @@ class FrameSource:
     def rgb(self, i: int) -> np.ndarray:
         return self.clip[self.index(i)]
 
-    def official_images(self, image_size: int, device: Device, count: int) -> "StreamImages":
+    def prepare_official(self, image_size: int, device: Device) -> None:
         """The clip through the official loader's preprocessing, on the device (the official
-        default, ``offload_video_to_cpu=False``), made once per size before any timing."""
+        default, ``offload_video_to_cpu=False``); made once per size, before any counting or timing."""
         if image_size not in self._official:
             from sam2_ros_export.reference import _official_images
 
             self._official.clear()  # one size at a time on the device
             self._official[image_size] = _official_images(self.clip, image_size).to(device.device)
+
+    def official_images(self, image_size: int, device: Device, count: int) -> "StreamImages":
+        self.prepare_official(image_size, device)
         return StreamImages(self._official[image_size], self, count)
 
 
@@ -728,6 +732,8 @@ def interleaved(contenders: list[Contender], source: FrameSource, n_objects: int
     out: dict[str, dict] = {}
     streams = {}
     by_name = {c.name: c for c in contenders}
+    if any(c.official for c in contenders):
+        source.prepare_official(image_size, device)  # shared by the official contenders: counted for none
     for c in contenders:
         rec = out[c.name] = {"seconds": [], "samples": [], "held": 0}
         before = device.counter(c.counter)
@@ -1090,6 +1096,12 @@ def main(argv: list[str] | None = None) -> int:
     long_size = 1024 if 1024 in a.sizes else max(a.sizes)
     max_objects = max([*a.objects, a.long_run_objects if a.long_run_frames else 1, len(parity_clicks)])
     results, parity, projections, skipped = [], [], [], []
+    data = {"meta": meta, "results": results, "parity": parity, "projections": projections, "skipped": skipped}
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (out / "results_gpu.json").write_text(json.dumps(data, indent=1, default=str))
+
     with _official_quiet():
         for alias in a.models:
             model = MODEL_ALIASES[alias]
@@ -1113,9 +1125,10 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     try:
                         c = open_contender(name, ctx)
-                    except Skip as e:
-                        skipped.append({"model": model, "image_size": size, "backend": name, "reason": str(e)})
-                        print(f"gpu_bench: {name} skipped: {e}", file=sys.stderr, flush=True)
+                    except Exception as e:  # noqa: BLE001 - Skip, or a failure (of warm_up, say): recorded
+                        reason = str(e) if isinstance(e, Skip) else f"failed to open: {type(e).__name__}: {e}"
+                        skipped.append({"model": model, "image_size": size, "backend": name, "reason": reason})
+                        print(f"gpu_bench: {name} skipped: {reason}", file=sys.stderr, flush=True)
                         continue
                     device.sync()
                     c.load_s = time.perf_counter() - t0
@@ -1140,9 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
                         c.close()
                     contenders.clear()
                     device.empty_cache()
-    data = {"meta": meta, "results": results, "parity": parity, "projections": projections, "skipped": skipped}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results_gpu.json").write_text(json.dumps(data, indent=1, default=str))
+                    save()  # after every model and size: a late failure keeps what was measured
     paths = write_report(data, out)
     paths["json"] = out / "results_gpu.json"
     print(json.dumps({k: str(v) for k, v in paths.items()}))

@@ -138,6 +138,7 @@ def test_contenders_take_turns_frame_by_frame_in_rotating_order():
     assert [r["backend"] for r in rows if r.get("error")] == [b]
     assert all(r["interleaved_with"] == [a, c] for r in rows)
     assert bench.rotations([a, b, c], 4) == [b, c, a]
+    assert [source.index(i) for i in range(9)] == bench.stream_frames([0, 1, 2], 9)  # forth and back, no jump
 
 
 def test_torch_options_are_passed_only_when_asked_for():
