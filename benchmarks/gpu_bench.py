@@ -26,25 +26,31 @@ comparison is conservative for ours. Every contender's masks are copied to the h
 CPU threads are fixed (``--threads``) for PyTorch and ONNX Runtime (whose idle threads do not
 spin). Writes ``RESULTS.md``, ``results_gpu.json`` and ``results_gpu.png`` into ``--out``.
 
-On a GPU machine, from the repository root (``PYTHONPATH=.:export``; official checkpoints
-from ``sam2-ros download --model sam2.1_hiera_tiny --out checkpoints`` and the same for
-``sam2.1_hiera_base_plus``; without ``--checkpoint-dir`` the weights are random, which is
-fine for speed and makes parity structural only). Besides the frames, the time goes into
-exports, TensorRT engine builds and the official ``vos_optimized`` predictor's torch.compile
-autotuning (minutes each; not measured yet). The whole table of the GPU issue::
+On a GPU machine, from the repository root, with what the export toolchain needs (PyTorch
+with CUDA, the official ``sam2`` package with hydra-core, omegaconf and iopath, onnx,
+onnxruntime, matplotlib; onnxruntime-gpu and tensorrt add their contenders). Official
+checkpoints: ``sam2-ros download --model sam2.1_hiera_tiny --out checkpoints``, and the same
+for ``sam2.1_hiera_base_plus``. Without ``--checkpoint-dir`` the weights are random (seed 0):
+the same computation, so the speed figures hold, but parity is then structural only. Besides
+the frames, the time goes into exports, TensorRT engine builds and the official
+``vos_optimized`` predictor's torch.compile autotuning (minutes each; not measured yet).
+The whole table of the GPU issue::
 
-    PYTHONPATH=.:export python benchmarks/gpu_bench.py --checkpoint-dir checkpoints \\
+    PYTHONPATH=.:export PYTHONUNBUFFERED=1 python benchmarks/gpu_bench.py --checkpoint-dir checkpoints \\
         --models tiny base_plus --sizes 512 1024 --objects 1 4 8 16 --frames 200 --warmup 20 \\
         --long-run-frames 1000 --parity-frames 120 --out benchmarks
 
-A quick look (tiny @ 1024, 1 and 8 objects, no long run, a short parity check)::
+A quick look (tiny @ 1024, 1 and 8 objects, no long run, parity on 120 frames)::
 
-    PYTHONPATH=.:export python benchmarks/gpu_bench.py --checkpoint-dir checkpoints \\
-        --models tiny --sizes 1024 --objects 1 8 --frames 60 --long-run-frames 0 \\
-        --parity-frames 30 --out /tmp/gpu_quick
+    PYTHONPATH=.:export PYTHONUNBUFFERED=1 python benchmarks/gpu_bench.py --checkpoint-dir checkpoints \\
+        --models tiny --sizes 1024 --objects 1 8 --frames 100 --warmup 20 --long-run-frames 0 \\
+        --parity-frames 120 --out /tmp/gpu_quick
 
-Runs of parts of the table can be merged into one report:
-``--report-only a/results_gpu.json b/results_gpu.json --out benchmarks``.
+Where a command may only run for minutes (or has no network: random weights, and the clip
+copied into the repository and named with ``--video``), run the table in parts, each into its
+own ``--out`` (``--models tiny --sizes 1024`` holds the long run; then the other model and size
+pairs), and merge them: ``--report-only p1/results_gpu.json p2/results_gpu.json --out benchmarks``.
+``results_gpu.json`` is saved after every cell, so a part that is stopped keeps its finished cells.
 
 ``--device cpu`` is a smoke run of the same code on the CPU (torch backend fp32 / bf16 and the
 official predictor; GPU-only pieces skipped with the reason; small defaults), labelled "CPU
@@ -75,7 +81,8 @@ import numpy as np
 from sam2_ros.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "bedroom.mp4"
+#: The real clip: ``bedroom.mp4`` of the shared data beside the repository (as the tests find it).
+DEFAULT_VIDEO = Path(os.environ.get("SAM2_ROS_SHARED_DATA", REPO.parent / "shared" / "data")) / "videos" / "bedroom.mp4"
 #: Parity clicks on bedroom.mp4 (960 x 540): the girl, the boy, the pink pillow.
 BEDROOM_CLICKS = ((400.0, 150.0), (230.0, 250.0), (600.0, 350.0))
 MODEL_ALIASES = {name.removeprefix("sam2.1_hiera_"): name for name in MODELS if name.startswith("sam2.1_")}
@@ -1055,6 +1062,8 @@ def main(argv: list[str] | None = None) -> int:
                          "falls back to eager across cells")
     else:
         meta["matmul_skipped"] = "CPU smoke run: matmul throughput is timed with CUDA events on a GPU only"
+    if not Path(a.video).is_file():
+        raise SystemExit(f"gpu_bench: video {a.video} not found; pass --video (bedroom.mp4 of the shared data)")
     clip = read_frames(a.video, max(a.clip_frames, a.parity_frames))
     if a.parity_frames and len(clip) < a.parity_frames:
         raise SystemExit(f"gpu_bench: {a.video} has {len(clip)} frames, fewer than --parity-frames {a.parity_frames}")
@@ -1146,6 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
                             results.append(row)
                             print(json.dumps({k: v for k, v in row.items() if k not in ("mem_samples", "ran_with")}),
                                   flush=True)
+                        save()  # after every cell: a run stopped later keeps what it measured
                     if a.parity_frames:
                         parity += parity_rows(model, size, ckpt, contenders, clip[: a.parity_frames], parity_clicks, device)
                 finally:
@@ -1153,7 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
                         c.close()
                     contenders.clear()
                     device.empty_cache()
-                    save()  # after every model and size: a late failure keeps what was measured
+                    save()
     paths = write_report(data, out)
     paths["json"] = out / "results_gpu.json"
     print(json.dumps({k: str(v) for k, v in paths.items()}))
