@@ -210,3 +210,24 @@ def test_report_only_merges_runs(tmp_path):
     md = (tmp_path / "RESULTS.md").read_text()
     assert "--sizes 512" in md and "--sizes 1024" in md and "Merged from 2 runs" in md
     assert "| sam2.1_hiera_tiny | 512 | 1 | torch-bf16 |" in md and "| sam2.1_hiera_tiny | 1024 | 1 | torch-bf16 |" in md
+
+
+def test_contenders_that_cannot_run_are_skipped_with_the_reason(tmp_path):
+    bench = load_bench()
+    cpu = bench.Device("cpu")
+    ctx = bench.RunContext(cpu, "sam2.1_hiera_tiny", 128, tmp_path / "none.pt", tmp_path, None,
+                           "tensorrt is not installed", 2, {"no_such_option": 1}, 2)
+    reasons = {}
+    for name in ("tensorrt", "onnxruntime-cuda", "official-vos", "torch-bf16"):
+        with pytest.raises(bench.Skip) as e:
+            bench.open_contender(name, ctx)
+        reasons[name] = str(e.value)
+    assert reasons["tensorrt"] == "tensorrt is not installed"
+    assert "CUDA" in reasons["onnxruntime-cuda"] and "torch.compile" in reasons["official-vos"]
+    assert "no_such_option" in reasons["torch-bf16"]  # an option the backend does not take: not silently dropped
+    assert bench.prepare_engines(tmp_path, tmp_path, 2, cpu) == (None, "TensorRT needs a CUDA device")
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # a CPU build: the reason names the fix
+        cpu.cuda = True  # as on a GPU machine whose onnxruntime has no CUDA provider
+        with pytest.raises(bench.Skip, match="onnxruntime-gpu"):
+            bench.open_contender("onnxruntime-cuda", ctx)
