@@ -148,6 +148,7 @@ def test_torch_options_are_passed_only_when_asked_for():
     assert bench.torch_backend_options(a) == {"imaging": "device", "cuda_graph": False, "compile": True}
     smoke = bench.parse_args(["--device", "cpu"])
     assert smoke.sizes == [256] and smoke.frames <= 8 and smoke.long_run_objects == max(smoke.objects)
+    assert smoke.threads == 1 and bench.parse_args([]).threads is None  # GPU run: every core
     with pytest.raises(SystemExit):
         bench.parse_args(["--warmup", "0"])
 
@@ -159,7 +160,7 @@ def test_cpu_smoke_run_end_to_end(tmp_path, tiny_export_128, shared_data):
     out = tmp_path / "out"
     argv = ["--device", "cpu", "--models", "tiny", "--sizes", "128", "--objects", "1", "2", "--frames", "2",
             "--warmup", "1", "--long-run-frames", "3", "--parity-frames", "3", "--parity-clicks", "400,150", "230,250",
-            "--clip-frames", "4", "--threads", "2", "--video", str(shared_data / "videos" / "bedroom.mp4"),
+            "--clip-frames", "4", "--threads", "1", "--video", str(shared_data / "videos" / "bedroom.mp4"),
             # conftest's artifacts hold the random checkpoint and export under the names cached_random_export uses
             "--work", str(tiny_export_128.parent), "--out", str(out)]
     assert bench.main(argv) == 0
