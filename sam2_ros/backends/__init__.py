@@ -36,7 +36,8 @@ BACKEND_INFO: dict[str, BackendInfo] = {
         BackendInfo("openvino", "sam2_ros.backends.openvino_backend", "OpenVinoBackend",
                     ("precision", "threads"), "openvino (pip install openvino, or the package's openvino extra)"),
         BackendInfo("torch", "sam2_ros.backends.torch_backend", "TorchBackend",
-                    ("checkpoint", "device", "precision", "imaging"), "torch and the official sam2 package"),
+                    ("checkpoint", "device", "precision", "imaging", "cuda_graph", "compile"),
+                    "torch and the official sam2 package"),
         BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
                     ("device", "use_cuda_graph", "pin_host_memory", "verify_engine_hashes"),
                     "tensorrt and cuda-python on an NVIDIA GPU"),
@@ -73,7 +74,9 @@ def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options
 
     Options: onnxruntime: ``providers`` (e.g. ``["cuda", "cpu"]``), ``intra_op_threads``, ``allow_spinning``;
     openvino: ``precision``, ``threads``; torch: ``checkpoint``, ``device``, ``precision``, ``imaging``
-    (``"auto"``, ``"device"``, ``"host"``: where frames are resized and masks rendered); tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
+    (``"auto"``, ``"device"``, ``"host"``: where frames are resized and masks rendered),
+    ``cuda_graph`` (``"auto"``: CUDA-graph replay of the tracking step on CUDA devices; ``True``, ``False``,
+    ``"emulate"``), ``compile`` (``torch.compile`` the graphs); tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
     ``verify_engine_hashes``. An option the backend does not take is an :class:`EngineError`.
     """
     info = _info(backend)

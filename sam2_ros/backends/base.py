@@ -147,6 +147,13 @@ class Backend(Protocol):
         Returns the decoder outputs and maskmem [n,h*w,64]. GPU backends fuse it (one launch).
         """
 
+    def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
+        """Run the graphs once on a dummy frame before the first real one, with the steady-state
+        shapes of ``1 .. max_objects`` tracked objects (full recent rings, ``1 .. cond_slots``
+        conditioning slots), so that one-time costs (kernel selection, compilation, CUDA-graph
+        capture) are paid at configuration. Changes no tracker's state. A no-op where nothing is
+        gained (:class:`OnnxGraphCalls`; TensorRT builds its engines and graphs on its own)."""
+
     def close(self) -> None:
         """Free what the backend holds (sessions, engines, device memory). Safe to call twice."""
 
@@ -242,6 +249,9 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
                 raise EngineError(f"{path} is missing from the engine directory")
             out.append((g, path))
         return out
+
+    def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
+        """Nothing to warm up: sessions are ready once opened (see :meth:`Backend.warm_up`)."""
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
         return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))

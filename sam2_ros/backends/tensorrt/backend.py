@@ -771,6 +771,10 @@ class TensorRTBackend:
             self._constants[key] = np.full(shape, value, dtype)
         return self._constants[key]
 
+    def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
+        """A no-op: engines are built and tuned ahead of time, and CUDA graphs are captured on the
+        second sighting of a key (see :meth:`sam2_ros.backends.base.Backend.warm_up`)."""
+
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
         """Free graphs, engines, device and page-locked memory and the stream. Safe to call twice."""

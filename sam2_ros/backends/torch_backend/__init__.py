@@ -20,8 +20,15 @@ from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, 
 from sam2_ros.errors import EngineError
 from sam2_ros.imaging import HOST_IMAGING
 from sam2_ros.manifest import Manifest
+from sam2_ros.memory_bank import AttentionInputs
 
 
+#: The graph modules of the backend (attribute names).
+GRAPH_MODULES = ("image_encoder", "memory_attention", "memory_attention_dense", "mask_decoder", "memory_encoder")
+#: ``torch.compile`` modes (CPU, CUDA): on CUDA, autotuned kernels without inductor's own CUDA graphs,
+#: which would fight ours (:mod:`.cuda_graphs` captures the whole tracking step). ``dynamic=None``:
+#: the first shape compiles static, a second one recompiles with dynamic sizes (objects, slots).
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 #: Precisions of the torch backend: fp32, or autocast to bf16 / fp16 (PyTorch keeps softmax,
 #: normalisations and reductions in fp32 under autocast). Outputs and the bank stay float32.
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -43,13 +50,19 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             ``"device"`` (:class:`.imaging.TorchImaging`: the uint8 frame goes up once, outputs
             come down only when read), ``"host"`` (the exact PIL / OpenCV path on the CPU), or
             ``"auto"`` (default): the device on CUDA, the host on the CPU.
+        cuda_graph: replay the tracking step from CUDA graphs (:mod:`.cuda_graphs`): ``"auto"``
+            (default: on a CUDA device), ``True``, ``False``, or ``"emulate"`` (the replay
+            plumbing without CUDA, for tests on the CPU).
+        compile: ``torch.compile`` the graph modules (:data:`COMPILE_MODES`); the first call of each
+            shape compiles (minutes on a CPU), so pair it with :meth:`warm_up`.
     """
 
     name = "torch"
     limits: ShapeLimits = UNLIMITED
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "auto",
-                 precision: str = "fp32", imaging: str = "auto"):
+                 precision: str = "fp32", imaging: str = "auto", cuda_graph: str | bool = "auto",
+                 compile: bool = False):
         try:
             import torch
 
@@ -100,6 +113,31 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             for module in graphs.values():
                 _cast_matmul_weights(module, self._amp)
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
+        self._fast_path(cuda_graph, compile)
+
+    def _fast_path(self, cuda_graph: str | bool, compile: bool) -> None:
+        """Inference-only modules, optionally compiled; the tracking step's graph cache."""
+        from sam2_ros.backends.torch_backend.cuda_graphs import (
+            CudaGraphCapturer, EmulatedCapturer, TrackStepGraphs, graph_mode,
+        )
+
+        try:
+            mode = graph_mode(cuda_graph, self.device)
+        except ValueError as e:
+            raise EngineError(f"torch backend: {e}") from None
+        for name in GRAPH_MODULES:
+            # no parameter requires grad: autocast then caches no weight casts (none may outlive a graph capture)
+            getattr(self, name).requires_grad_(False)
+        self.compiled = bool(compile)
+        if self.compiled:
+            kwargs = {"mode": COMPILE_MODES[self.device.type == "cuda"], "dynamic": None}
+            for name in GRAPH_MODULES:
+                setattr(self, name, self.torch.compile(getattr(self, name), **kwargs))
+        self.cuda_graph = mode
+        capturer = {"cuda": CudaGraphCapturer, "emulate": EmulatedCapturer}.get(mode)
+        self.track_graphs = None if mode is None else TrackStepGraphs(
+            self, capturer(self.device) if mode == "cuda" else capturer()
+        )
 
     def _call(self, module, *args):
         torch = self.torch
@@ -139,10 +177,82 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
     def encode_memory(self, feats, low_res_masks, binarize, object_score_logits):
         return self._call(self.memory_encoder, feats.image_embed, low_res_masks, binarize, object_score_logits)
 
+    def track_step(self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool):
+        """The tracking step of ``n`` objects, replayed from a CUDA graph when ``cuda_graph`` is on.
+
+        With graphs, the outputs are the graph's static tensors: valid until the next ``track_step``.
+        """
+        if self.track_graphs is not None:
+            return self.track_graphs.track_step(feats, attention_inputs, multimask)
+        return ComposedTrackStep.track_step(self, feats, attention_inputs, multimask)
+
+    def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
+        """Run every graph once before the first real frame, so that cuDNN / cuBLAS algorithm
+        selection, ``torch.compile`` compilations and CUDA-graph captures happen now.
+
+        On a dummy frame at the export's image size: the image encoder, a first prompt (decoder
+        with one click, memory encoder of its mask), a refinement's masked attention, and the
+        tracking step of ``n = max_objects .. 1`` objects in the steady state (full recent rings,
+        ``k`` conditioning slots for ``k = 1 .. cond_slots``), each twice with CUDA graphs so that
+        the tracker's first steady-state frames replay. Works on its own scratch buffers: no
+        tracker's state changes (trackers already using this backend may go on).
+        """
+        from sam2_ros.backends.torch_backend.cuda_graphs import MAX_GRAPHS
+
+        spec = self.manifest.spec
+        if max_objects < 1 or cond_slots < 1:
+            raise ValueError(f"warm_up needs max_objects >= 1 and cond_slots >= 1, got {max_objects}, {cond_slots}")
+        st, lr = self.storage, spec.low_res_size
+        feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
+        one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+        click = np.full((1, 1, 2), spec.image_size / 2, np.float32)
+        out = self.decode(feats, self.frame_embedding(feats), one, click, np.ones((1, 1), np.int32),
+                          np.zeros((1, 1, lr, lr), np.float32), zero, one)
+        self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
+        recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
+        hw = spec.feat_size**2
+        multimask = (spec.multimask_output_in_sam and spec.multimask_output_for_tracking
+                     and spec.multimask_min_pt_num <= 0 <= spec.multimask_max_pt_num)
+        runs = 1
+        if self.track_graphs is not None:
+            runs = 2  # first sighting eager, second captures
+            self.track_graphs.max_graphs = max(self.track_graphs.max_graphs, max_objects * cond_slots + MAX_GRAPHS // 2)
+        for k in range(1, cond_slots + 1):
+            m, p = recent + k, ptr_recent + k
+            inputs = _steady_state_inputs(
+                st.zeros((max_objects, m, hw, spec.mem_dim)), st.zeros((max_objects, p, spec.hidden_dim)),
+                recent, ptr_recent, spec.num_maskmem,
+            )
+            if k == 1:  # a refinement of an object with no valid memory slot runs the masked graph
+                self._attend_masked(feats, inputs.mem_feats[:1], inputs.mem_tpos_row[:1], inputs.mem_valid[:1],
+                                    inputs.obj_ptrs[:1], inputs.ptr_tpos[:1], inputs.ptr_valid[:1])
+            for n in range(max_objects, 0, -1):  # largest first: static buffers are allocated once
+                rows = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
+                for _ in range(runs):
+                    self.track_step(feats, rows, multimask)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
     def close(self) -> None:
-        """Drop the modules (and their GPU memory with the caching allocator's next release)."""
+        """Drop the modules and graphs (and their GPU memory with the caching allocator's next release)."""
+        if getattr(self, "track_graphs", None) is not None:
+            self.track_graphs.clear()
+        self.track_graphs = None
         self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None
         self.memory_attention_dense = None
+
+
+def _steady_state_inputs(mem_feats, obj_ptrs, recent: int, ptr_recent: int, num_maskmem: int) -> AttentionInputs:
+    """Attention inputs of rows whose recent rings are full and whose conditioning slots are all
+    used (every slot valid): frame ``t`` attends to ``t-1 .. t-recent``, pointers ``t-1 .. t-ptr_recent``."""
+    rows, m = mem_feats.shape[:2]
+    p = obj_ptrs.shape[1]
+    tpos = np.full((rows, m), num_maskmem - 1, np.int64)
+    tpos[:, :recent] = np.arange(recent)[::-1]
+    ptr_tpos = np.zeros((rows, p), np.float32)
+    ptr_tpos[:, :ptr_recent] = np.arange(ptr_recent, 0, -1) / ptr_recent
+    ptr_tpos[:, ptr_recent:] = (ptr_recent + 1) / ptr_recent  # conditioning frames further back
+    return AttentionInputs(mem_feats, tpos, np.ones((rows, m), bool), obj_ptrs, ptr_tpos, np.ones((rows, p), bool))
 
 
 def _cast_matmul_weights(module, dtype) -> None:
