@@ -35,7 +35,7 @@ def _die(msg: str, code: int = 2) -> int:
 
 
 def _backend_options(args) -> dict:
-    from sam2_ros.backends import backend_options, takes_precision
+    from sam2_ros.backends import CUDA_GRAPH_CHOICES, backend_options, takes_precision
 
     if args.precision != "fp32" and not takes_precision(args.backend):
         raise ValueError(f"--precision {args.precision} is for the torch and openvino backends; the {args.backend} "
@@ -43,7 +43,8 @@ def _backend_options(args) -> dict:
     return backend_options(
         args.backend, providers=args.providers.split(",") if args.providers else None, checkpoint=args.checkpoint,
         device=args.device if args.backend == "torch" else None, precision=args.precision,
-        intra_op_threads=args.threads, threads=args.threads,
+        intra_op_threads=args.threads, threads=args.threads, imaging=args.imaging,
+        cuda_graph=CUDA_GRAPH_CHOICES[args.cuda_graph], compile=args.compile or None,
     )
 
 
@@ -99,12 +100,15 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
     from sam2_ros.tracker import Tracker
 
     backend = load_backend(args.engines, args.backend, **_backend_options(args))
-    return Tracker(
+    tracker = Tracker(
         backend, max_objects=args.max_objects, cond_slots=args.cond_slots, num_frames=num_frames,
         fill_hole_area=args.fill_hole_area if fill_hole_area is None else fill_hole_area,
         corrections_as_conditioning=args.corrections_as_conditioning,
         keep_first_cond_frame=args.keep_first_cond_frame, history_frames=args.history_frames,
     )
+    if args.warm_up:
+        backend.warm_up(tracker.max_objects, args.cond_slots)
+    return tracker
 
 
 def cmd_track(args) -> int:
@@ -339,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "openvino backend: fp32 or bf16 (a CPU with bf16 units)")
         s.add_argument("--threads", type=int, default=0,
                        help="onnxruntime / openvino: inference threads per graph (default: the runtime's, one per core)")
+        s.add_argument("--imaging", choices=("auto", "device", "host"), default="auto",
+                       help="torch backend: frame resize and masks on the device, or the exact CPU path on the host "
+                            "(auto: device on CUDA, host on the CPU)")
+        s.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+                       help="torch backend: replay the tracking step from CUDA graphs (auto: on a CUDA device)")
+        s.add_argument("--compile", action="store_true", help="torch backend: torch.compile the graphs (slow start-up)")
+        s.add_argument("--warm-up", action="store_true",
+                       help="run every graph once at the steady-state shapes before the first frame (GPU backends: "
+                            "kernel selection, compilation, CUDA-graph capture)")
         if bag:
             src = s.add_mutually_exclusive_group(required=True)
             src.add_argument("--video", help="a video file")

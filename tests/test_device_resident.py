@@ -178,10 +178,14 @@ def test_device_imaging_tracks_like_the_exact_host_path(tiny_export_256, tiny_ch
         Prompt(4, 1, pts([320, 220], [100, 100]), np.array([1, 0], np.int32)),
     ]
     runs = {}
-    for imaging in ("host", "device"):
-        be = load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", imaging=imaging)
-        assert be.imaging.on_device == (imaging == "device")
-        runs[imaging] = _run(Tracker(be, max_objects=3, fill_hole_area=8), frames, prompts)
+    # "graphs": the GPU configuration (device imaging + replayed tracking steps), graphs emulated on the CPU
+    for name, opts in (("host", {"imaging": "host"}), ("device", {"imaging": "device"}),
+                       ("graphs", {"imaging": "device", "cuda_graph": "emulate"})):
+        be = load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", **opts)
+        assert be.imaging.on_device == (name != "host")
+        runs[name] = _run(Tracker(be, max_objects=3, fill_hole_area=8), frames, prompts)
+    for a, b in zip(runs["device"], runs["graphs"]):
+        assert np.array_equal(a.low_res_logits, b.low_res_logits) and np.array_equal(a.masks, b.masks)
     filled = 0
     for a, b in zip(runs["host"], runs["device"]):
         assert a.object_ids == b.object_ids

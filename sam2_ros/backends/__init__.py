@@ -44,6 +44,8 @@ BACKEND_INFO: dict[str, BackendInfo] = {
     )
 }
 BACKENDS: tuple[str, ...] = tuple(BACKEND_INFO)
+#: How users spell the torch backend's ``cuda_graph`` option (CLI ``--cuda-graph``, node parameter ``cuda_graph``).
+CUDA_GRAPH_CHOICES: dict[str, str | bool] = {"auto": "auto", "on": True, "off": False}
 
 
 def backend_options(backend: str, **settings) -> dict:
@@ -99,6 +101,6 @@ def _info(backend: str) -> BackendInfo:
 
 
 __all__ = [
-    "Backend", "BackendInfo", "BACKEND_INFO", "BACKENDS", "DecoderOutput", "ImageFeatures", "ShapeLimits", "Tensor",
+    "Backend", "BackendInfo", "BACKEND_INFO", "BACKENDS", "CUDA_GRAPH_CHOICES", "DecoderOutput", "ImageFeatures", "ShapeLimits", "Tensor",
     "backend_options", "load_backend", "takes_precision",
 ]

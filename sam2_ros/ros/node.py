@@ -109,7 +109,7 @@ class Sam2TrackerNode(LifecycleNode):
     # ------------------------------------------------------------ lifecycle
     @_logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sam2_ros.backends import backend_options, load_backend, takes_precision
+        from sam2_ros.backends import CUDA_GRAPH_CHOICES, backend_options, load_backend, takes_precision
         from sam2_ros.tracker import Tracker
 
         engine_dir = self._param("engine_dir")
@@ -130,6 +130,8 @@ class Sam2TrackerNode(LifecycleNode):
             backend, providers=split_providers(self._param("providers")),
             intra_op_threads=self._param("intra_op_threads"), threads=self._param("intra_op_threads"),
             device=self._param("device") if backend == "torch" else None, precision=precision,
+            imaging=self._param("imaging"), cuda_graph=CUDA_GRAPH_CHOICES[self._param("cuda_graph")],
+            compile=self._param("compile") or None,
         )
         try:
             engine = load_backend(engine_dir, backend, **options)
@@ -143,6 +145,8 @@ class Sam2TrackerNode(LifecycleNode):
                 keep_first_cond_frame=self._param("keep_first_cond_frame"),
                 history_frames=self._param("history_frames"),
             )
+            if self._param("warm_up"):
+                engine.warm_up(tracker.max_objects, tracker.bank.cond_slots)
         except (EngineError, TrackerInputError, OSError, ValueError) as e:
             self.get_logger().error(f"configure failed: cannot load {backend} engines from {engine_dir!r}: {e}")
             return TransitionCallbackReturn.FAILURE

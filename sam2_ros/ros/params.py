@@ -75,6 +75,29 @@ PARAMS: tuple[ParamSpec, ...] = (
         choices=("fp32", "bf16", "fp16"),
     ),
     ParamSpec(
+        "imaging", "auto",
+        "torch backend: where frames are resized and masks, boxes and the label image are built: device (the "
+        "uint8 frame goes up once, only published outputs come down), host (the exact PIL / OpenCV path) or auto "
+        "(device on CUDA, host on the CPU). Other backends process on the host.",
+        choices=("auto", "device", "host"),
+    ),
+    ParamSpec(
+        "cuda_graph", "auto",
+        "torch backend: replay the tracking step from CUDA graphs, one per shape (objects, memory slots): on, off "
+        "or auto (on for a CUDA device). The TensorRT backend always uses its own.",
+        choices=("auto", "on", "off"),
+    ),
+    ParamSpec(
+        "compile", False,
+        "torch backend: torch.compile the graphs (faster steps, minutes of compilation at configure with warm_up).",
+    ),
+    ParamSpec(
+        "warm_up", True,
+        "At configure, run every graph once at the steady-state shapes of max_objects and cond_slots (kernel "
+        "selection, compilation, CUDA-graph capture), so the first tracked frames are not slow. A no-op for ONNX "
+        "Runtime, OpenVINO and TensorRT; on the torch backend it costs max_objects x cond_slots tracking steps.",
+    ),
+    ParamSpec(
         "intra_op_threads", 0,
         "ONNX Runtime / OpenVINO threads per graph; 0 lets the runtime decide (one per core). Ignored by "
         "other backends.",
