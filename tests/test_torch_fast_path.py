@@ -307,8 +307,8 @@ def test_a_cuda_replay_allocates_no_memory(tiny_export_256, tiny_checkpoint, fra
 
 @pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason="torch.compile of the five graph modules takes about 150 s on the 2-core CPU of the test machine "
-           "(cold inductor cache; about 45 s warm), far beyond the suite's budget: runs on CUDA only",
+    reason="compiling the graphs for warm_up(2) took 175 s on the 2-core CPU of the test machine (cold "
+           "inductor cache; about 40 s warm), far beyond the suite's budget: runs on CUDA only",
 )
 def test_compiled_graphs_equal_eager(tiny_export_256, tiny_checkpoint, frames):
     script = _steady_stream()

@@ -116,6 +116,9 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             # no parameter requires grad: autocast then caches no weight casts (none may outlive a graph capture)
             getattr(self, name).requires_grad_(False)
         self.compiled = bool(compile)
+        # compiled code guards on whether a tensor is an inference tensor: no_grad when compiled,
+        # so that every tensor (the bank's, the graphs' outputs) is of one kind and nothing recompiles
+        self.inference = self.torch.no_grad if self.compiled else self.torch.inference_mode
         if self.compiled:
             kwargs = {"mode": COMPILE_MODES[self.device.type == "cuda"], "dynamic": None}
             for name in GRAPH_MODULES:
@@ -128,8 +131,11 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
 
     def _call(self, module, *args):
         torch = self.torch
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
-            out = module(*(self.storage.asarray(a) for a in args))
+        with self.inference(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
+            args = [self.storage.asarray(a) for a in args]
+            if self.compiled:  # compiled code guards on strides, of size-1 dims too (numpy's x[None]: 0)
+                args = [_plain_strides(a) for a in args]
+            out = module(*args)
         if self._amp is None:
             return out
         as_fp32 = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
@@ -177,12 +183,13 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         """Run every graph once before the first real frame, so that cuDNN / cuBLAS algorithm
         selection, ``torch.compile`` compilations and CUDA-graph captures happen now.
 
-        On a dummy frame at the export's image size: the image encoder, a first prompt (decoder
-        with one click, memory encoder of its mask), a refinement's masked attention, and the
-        tracking step of ``n = max_objects .. 1`` objects in the steady state (full recent rings,
-        ``k`` conditioning slots for ``k = 1 .. cond_slots``), each twice with CUDA graphs so that
-        the tracker's first steady-state frames replay. Works on its own scratch buffers: no
-        tracker's state changes (trackers already using this backend may go on).
+        On a dummy frame at the export's image size: the image encoder, first prompts (decoder with
+        a click and with a box, memory encoder of the mask), a refinement's masked attention, the
+        tracking step of ``n = max_objects .. 1`` objects on the frame after their prompt, and in the
+        steady state (full recent rings, ``k`` conditioning slots for ``k = 1 .. cond_slots``), the
+        latter twice with CUDA graphs so that the tracker's first steady-state frames replay. With
+        ``compile`` these are the shapes after which nothing recompiles. Works on its own scratch
+        buffers: no tracker's state changes (trackers already using this backend may go on).
         """
         from sam2_ros.backends.torch_backend.cuda_graphs import MAX_GRAPHS
 
@@ -190,12 +197,14 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         if max_objects < 1 or cond_slots < 1:
             raise ValueError(f"warm_up needs max_objects >= 1 and cond_slots >= 1, got {max_objects}, {cond_slots}")
         st, lr = self.storage, spec.low_res_size
-        feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
+        for _ in range(2):  # sam2's position encodings fill a cache on the first call (compiled code guards on it)
+            feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-        click = np.full((1, 1, 2), spec.image_size / 2, np.float32)
-        out = self.decode(feats, self.frame_embedding(feats), one, click, np.ones((1, 1), np.int32),
-                          np.zeros((1, 1, lr, lr), np.float32), zero, one)
-        self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
+        for points in (1, 2):  # a click, a box: compiled code then takes any number of points
+            out = self.decode(feats, self.frame_embedding(feats), one,
+                              np.full((1, points, 2), spec.image_size / 2, np.float32), np.ones((1, points), np.int32),
+                              np.zeros((1, 1, lr, lr), np.float32), zero, one)
+            self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
         recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
         hw = spec.feat_size**2
         multimask = (spec.multimask_output_in_sam and spec.multimask_output_for_tracking
@@ -210,9 +219,18 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                 st.zeros((max_objects, m, hw, spec.mem_dim)), st.zeros((max_objects, p, spec.hidden_dim)),
                 recent, ptr_recent, spec.num_maskmem,
             )
-            if k == 1:  # a refinement of an object with no valid memory slot runs the masked graph
+            if k == 1:
+                # a refinement of an object with no valid memory slot runs the masked graph
                 self._attend_masked(feats, inputs.mem_feats[:1], inputs.mem_tpos_row[:1], inputs.mem_valid[:1],
                                     inputs.obj_ptrs[:1], inputs.ptr_tpos[:1], inputs.ptr_valid[:1])
+                # objects on the frame after their first prompt: only the conditioning slot valid
+                # (packed attention of 1 slot; compiled code specialises sizes 1). Eager: a key of the
+                # filling rings lasts one frame, capturing it would be wasted
+                for n in range(max_objects, 0, -1):
+                    young = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
+                    young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
+                    young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
+                    ComposedTrackStep.track_step(self, feats, young, multimask)
             for n in range(max_objects, 0, -1):  # largest first: static buffers are allocated once
                 rows = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
                 for _ in range(runs):
@@ -240,6 +258,18 @@ def _steady_state_inputs(mem_feats, obj_ptrs, recent: int, ptr_recent: int, num_
     ptr_tpos[:, :ptr_recent] = np.arange(ptr_recent, 0, -1) / ptr_recent
     ptr_tpos[:, ptr_recent:] = (ptr_recent + 1) / ptr_recent  # conditioning frames further back
     return AttentionInputs(mem_feats, tpos, np.ones((rows, m), bool), obj_ptrs, ptr_tpos, np.ones((rows, p), bool))
+
+
+def _plain_strides(t):
+    """``t`` with row-major strides when it is contiguous (a view: size-1 dims may have any stride)."""
+    if t.dim() == 0 or not t.is_contiguous():
+        return t
+    strides, step = [], 1
+    for d in reversed(t.shape):
+        strides.append(step)
+        step *= max(d, 1)
+    strides = tuple(reversed(strides))
+    return t if t.stride() == strides else t.as_strided(t.shape, strides)
 
 
 def _cast_matmul_weights(module, dtype) -> None:

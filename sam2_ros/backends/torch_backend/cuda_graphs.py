@@ -303,7 +303,7 @@ class CapturedTrackStep:
 
     def load(self, feats: ImageFeatures, ai: AttentionInputs, plan: StepPlan) -> None:
         """Copy this call's inputs into the static tensors (outside the graph)."""
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(_fields(self.feats), _fields(feats)):
                 dst.copy_(src)
             self.mem_feats.copy_(ai.mem_feats)
@@ -314,7 +314,7 @@ class CapturedTrackStep:
         """The step on the static tensors only: what ``ComposedTrackStep.track_step`` computes."""
         b, plan, h = self.backend, self.plan, self.host.views
         embed = self.feats.image_embed
-        with torch.inference_mode():
+        with self.backend.inference():
             if plan.path == "masked":
                 pix = b._call(b.memory_attention, embed, self.mem_feats, h["mem_tpos_row"], h["mem_valid"],
                               self.obj_ptrs, h["ptr_tpos"], h["ptr_valid"])
@@ -338,7 +338,7 @@ class CapturedTrackStep:
     def _body(self) -> None:
         """What the graph holds: the step, then a copy into the static outputs."""
         outs = self.compute()
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(self.outputs, outs):
                 dst.copy_(src)
 
@@ -350,7 +350,7 @@ class CapturedTrackStep:
         self.outputs = tuple(
             self._statics.get(f"out{i}", tuple(t.shape), t.dtype) for i, t in enumerate(outs)
         )
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(self.outputs, outs):
                 dst.copy_(src)
         self.replay = capturer.capture(self._body)
