@@ -46,15 +46,16 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         cuda_graph: replay the tracking step from CUDA graphs (:mod:`.cuda_graphs`): ``"auto"``
             (default: on a CUDA device), ``True``, ``False``, or ``"emulate"`` (the replay
             plumbing without CUDA, for tests on the CPU).
-        compile: ``torch.compile`` the graph modules (:data:`COMPILE_MODES`); the first call of each
-            shape compiles (minutes on a CPU), so pair it with :meth:`warm_up`.
+        compile: ``torch.compile`` the graph modules: ``True`` in the mode of :data:`COMPILE_MODES`
+            for the device, or a mode name (``"default"`` compiles fastest). The first calls compile
+            (minutes), so pair it with :meth:`warm_up`.
     """
 
     name = "torch"
     limits: ShapeLimits = UNLIMITED
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "auto",
-                 precision: str = "fp32", cuda_graph: str | bool = "auto", compile: bool = False):
+                 precision: str = "fp32", cuda_graph: str | bool = "auto", compile: bool | str = False):
         try:
             import torch
 
@@ -102,7 +103,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
         self._fast_path(cuda_graph, compile)
 
-    def _fast_path(self, cuda_graph: str | bool, compile: bool) -> None:
+    def _fast_path(self, cuda_graph: str | bool, compile: bool | str) -> None:
         """Inference-only modules, optionally compiled; the tracking step's graph cache."""
         from sam2_ros.backends.torch_backend.cuda_graphs import (
             CudaGraphCapturer, EmulatedCapturer, TrackStepGraphs, graph_mode,
@@ -112,17 +113,17 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             mode = graph_mode(cuda_graph, self.device)
         except ValueError as e:
             raise EngineError(f"torch backend: {e}") from None
+        compile_mode = _compile_mode(compile, self.device, mode == "cuda")
         for name in GRAPH_MODULES:
             # no parameter requires grad: autocast then caches no weight casts (none may outlive a graph capture)
             getattr(self, name).requires_grad_(False)
-        self.compiled = bool(compile)
+        self.compiled = compile_mode is not None
         # compiled code guards on whether a tensor is an inference tensor: no_grad when compiled,
         # so that every tensor (the bank's, the graphs' outputs) is of one kind and nothing recompiles
         self.inference = self.torch.no_grad if self.compiled else self.torch.inference_mode
         if self.compiled:
-            kwargs = {"mode": COMPILE_MODES[self.device.type == "cuda"], "dynamic": None}
             for name in GRAPH_MODULES:
-                setattr(self, name, self.torch.compile(getattr(self, name), **kwargs))
+                setattr(self, name, self.torch.compile(getattr(self, name), mode=compile_mode, dynamic=None))
         self.cuda_graph = mode
         capturer = {"cuda": CudaGraphCapturer, "emulate": EmulatedCapturer}.get(mode)
         self.track_graphs = None if mode is None else TrackStepGraphs(
@@ -241,6 +242,8 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
     def close(self) -> None:
         """Drop the modules and graphs (and their GPU memory with the caching allocator's next release)."""
         if getattr(self, "track_graphs", None) is not None:
+            if self.device.type == "cuda":
+                self.torch.cuda.synchronize(self.device)  # no replay in flight when its graph goes
             self.track_graphs.clear()
         self.track_graphs = None
         self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None
@@ -258,6 +261,25 @@ def _steady_state_inputs(mem_feats, obj_ptrs, recent: int, ptr_recent: int, num_
     ptr_tpos[:, :ptr_recent] = np.arange(ptr_recent, 0, -1) / ptr_recent
     ptr_tpos[:, ptr_recent:] = (ptr_recent + 1) / ptr_recent  # conditioning frames further back
     return AttentionInputs(mem_feats, tpos, np.ones((rows, m), bool), obj_ptrs, ptr_tpos, np.ones((rows, p), bool))
+
+
+def _compile_mode(option: bool | str, device, our_graphs: bool) -> str | None:
+    """The ``torch.compile`` mode for the backend option ``compile`` (None: not compiled)."""
+    import torch
+
+    if isinstance(option, str):
+        option = {"true": True, "on": True, "false": False, "off": False, "": False}.get(option.strip().lower(), option)
+    if option is False or option is None:
+        return None
+    if option is True:
+        return COMPILE_MODES[device.type == "cuda"]
+    modes = set(torch._inductor.list_mode_options()) | {"default"}
+    if option not in modes:
+        raise EngineError(f"torch backend: compile must be a bool or one of {', '.join(sorted(modes))}; got {option!r}")
+    if our_graphs and option in ("reduce-overhead", "max-autotune"):
+        raise EngineError(f"torch backend: compile={option!r} captures CUDA graphs of its own, which cannot run "
+                          "inside the tracking step's graphs; use 'max-autotune-no-cudagraphs' or cuda_graph=False")
+    return option
 
 
 def _plain_strides(t):

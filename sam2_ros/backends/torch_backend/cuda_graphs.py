@@ -213,16 +213,15 @@ class HostUpload:
             size = math.prod(shape) * dtype.itemsize
             self.host_views[name] = self.host[off : off + size].view(dtype).reshape(shape)
             self.views[name] = self.device_bytes[off : off + size].view(_TORCH_DTYPES[dtype]).view(shape)
-        self._done: torch.cuda.Event | None = None
+        self._done = torch.cuda.Event() if self.cuda else None  # recorded after each upload
 
     def upload(self, values: dict[str, np.ndarray]) -> None:
-        if self._done is not None:
-            self._done.synchronize()
+        if self.cuda:
+            self._done.synchronize()  # the previous upload has left the host buffer (a no-op before the first)
         for name, value in values.items():
             np.copyto(self.host_views[name], value)
         self.device_bytes.copy_(torch.from_numpy(self.host), non_blocking=self.cuda)
         if self.cuda:
-            self._done = torch.cuda.Event()
             self._done.record()
 
 
