@@ -184,13 +184,15 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         """Run every graph once before the first real frame, so that cuDNN / cuBLAS algorithm
         selection, ``torch.compile`` compilations and CUDA-graph captures happen now.
 
-        On a dummy frame at the export's image size: the image encoder, first prompts (decoder with
-        a click and with a box, memory encoder of the mask), a refinement's masked attention, the
-        tracking step of ``n = max_objects .. 1`` objects on the frame after their prompt, and in the
-        steady state (full recent rings, ``k`` conditioning slots for ``k = 1 .. cond_slots``), the
-        latter twice with CUDA graphs so that the tracker's first steady-state frames replay. With
-        ``compile`` these are the shapes after which nothing recompiles. Works on its own scratch
-        buffers: no tracker's state changes (trackers already using this backend may go on).
+        On a dummy frame at the export's image size: the image encoder, a first prompt (decoder,
+        memory encoder of the mask), a refinement's masked attention, and the tracking step of
+        ``n = max_objects .. 1`` objects in the steady state (full recent rings, ``k`` conditioning
+        slots for ``k = 1 .. cond_slots``), twice with CUDA graphs so that the tracker's first
+        steady-state frames replay. With ``compile`` also a box prompt and the tracking step of
+        objects on the frame after their prompt: the shapes after which nothing recompiles. Works on
+        its own scratch buffers: no tracker's state changes (trackers already using this backend
+        may go on). Cost: ``max_objects x cond_slots`` tracking steps (twice with graphs; compiling
+        takes minutes).
         """
         from sam2_ros.backends.torch_backend.cuda_graphs import MAX_GRAPHS
 
@@ -198,10 +200,12 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         if max_objects < 1 or cond_slots < 1:
             raise ValueError(f"warm_up needs max_objects >= 1 and cond_slots >= 1, got {max_objects}, {cond_slots}")
         st, lr = self.storage, spec.low_res_size
-        for _ in range(2):  # sam2's position encodings fill a cache on the first call (compiled code guards on it)
+        # what only compiled code needs (it specialises on sizes 1 and on sam2's position-encoding cache,
+        # filled by the first call) is skipped otherwise: on a CPU without compile warm-up gains little
+        for _ in range(1 + self.compiled):
             feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-        for points in (1, 2):  # a click, a box: compiled code then takes any number of points
+        for points in (1, 2)[: 1 + self.compiled]:  # a click, a box: then any number of points
             out = self.decode(feats, self.frame_embedding(feats), one,
                               np.full((1, points, 2), spec.image_size / 2, np.float32), np.ones((1, points), np.int32),
                               np.zeros((1, 1, lr, lr), np.float32), zero, one)
@@ -227,7 +231,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                 # objects on the frame after their first prompt: only the conditioning slot valid
                 # (packed attention of 1 slot; compiled code specialises sizes 1). Eager: a key of the
                 # filling rings lasts one frame, capturing it would be wasted
-                for n in range(max_objects, 0, -1):
+                for n in range(max_objects, 0, -1) if self.compiled else ():
                     young = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
                     young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
                     young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
