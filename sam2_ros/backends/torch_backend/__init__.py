@@ -53,8 +53,9 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         cuda_graph: replay the tracking step from CUDA graphs (:mod:`.cuda_graphs`): ``"auto"``
             (default: on a CUDA device), ``True``, ``False``, or ``"emulate"`` (the replay
             plumbing without CUDA, for tests on the CPU).
-        compile: ``torch.compile`` the graph modules (:data:`COMPILE_MODES`); the first call of each
-            shape compiles (minutes on a CPU), so pair it with :meth:`warm_up`.
+        compile: ``torch.compile`` the graph modules: ``True`` in the mode of :data:`COMPILE_MODES`
+            for the device, or a mode name (``"default"`` compiles fastest). The first calls compile
+            (minutes), so pair it with :meth:`warm_up`.
     """
 
     name = "torch"
@@ -62,7 +63,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
 
     def __init__(self, manifest: Manifest, checkpoint: str | Path | None = None, device: str = "auto",
                  precision: str = "fp32", imaging: str = "auto", cuda_graph: str | bool = "auto",
-                 compile: bool = False):
+                 compile: bool | str = False):
         try:
             import torch
 
@@ -115,7 +116,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
         self._fast_path(cuda_graph, compile)
 
-    def _fast_path(self, cuda_graph: str | bool, compile: bool) -> None:
+    def _fast_path(self, cuda_graph: str | bool, compile: bool | str) -> None:
         """Inference-only modules, optionally compiled; the tracking step's graph cache."""
         from sam2_ros.backends.torch_backend.cuda_graphs import (
             CudaGraphCapturer, EmulatedCapturer, TrackStepGraphs, graph_mode,
@@ -125,14 +126,17 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             mode = graph_mode(cuda_graph, self.device)
         except ValueError as e:
             raise EngineError(f"torch backend: {e}") from None
+        compile_mode = _compile_mode(compile, self.device, mode == "cuda")
         for name in GRAPH_MODULES:
             # no parameter requires grad: autocast then caches no weight casts (none may outlive a graph capture)
             getattr(self, name).requires_grad_(False)
-        self.compiled = bool(compile)
+        self.compiled = compile_mode is not None
+        # compiled code guards on whether a tensor is an inference tensor: no_grad when compiled,
+        # so that every tensor (the bank's, the graphs' outputs) is of one kind and nothing recompiles
+        self.inference = self.torch.no_grad if self.compiled else self.torch.inference_mode
         if self.compiled:
-            kwargs = {"mode": COMPILE_MODES[self.device.type == "cuda"], "dynamic": None}
             for name in GRAPH_MODULES:
-                setattr(self, name, self.torch.compile(getattr(self, name), **kwargs))
+                setattr(self, name, self.torch.compile(getattr(self, name), mode=compile_mode, dynamic=None))
         self.cuda_graph = mode
         capturer = {"cuda": CudaGraphCapturer, "emulate": EmulatedCapturer}.get(mode)
         self.track_graphs = None if mode is None else TrackStepGraphs(
@@ -141,8 +145,11 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
 
     def _call(self, module, *args):
         torch = self.torch
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
-            out = module(*(self.storage.asarray(a) for a in args))
+        with self.inference(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
+            args = [self.storage.asarray(a) for a in args]
+            if self.compiled:  # compiled code guards on strides, of size-1 dims too (numpy's x[None]: 0)
+                args = [_plain_strides(a) for a in args]
+            out = module(*args)
         if self._amp is None:
             return out
         as_fp32 = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
@@ -190,12 +197,15 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         """Run every graph once before the first real frame, so that cuDNN / cuBLAS algorithm
         selection, ``torch.compile`` compilations and CUDA-graph captures happen now.
 
-        On a dummy frame at the export's image size: the image encoder, a first prompt (decoder
-        with one click, memory encoder of its mask), a refinement's masked attention, and the
-        tracking step of ``n = max_objects .. 1`` objects in the steady state (full recent rings,
-        ``k`` conditioning slots for ``k = 1 .. cond_slots``), each twice with CUDA graphs so that
-        the tracker's first steady-state frames replay. Works on its own scratch buffers: no
-        tracker's state changes (trackers already using this backend may go on).
+        On a dummy frame at the export's image size: the image encoder, a first prompt (decoder,
+        memory encoder of the mask), a refinement's masked attention, and the tracking step of
+        ``n = max_objects .. 1`` objects in the steady state (full recent rings, ``k`` conditioning
+        slots for ``k = 1 .. cond_slots``), twice with CUDA graphs so that the tracker's first
+        steady-state frames replay. With ``compile`` also a box prompt and the tracking step of
+        objects on the frame after their prompt: the shapes after which nothing recompiles. Works on
+        its own scratch buffers: no tracker's state changes (trackers already using this backend
+        may go on). Cost: ``max_objects x cond_slots`` tracking steps (twice with graphs; compiling
+        takes minutes).
         """
         from sam2_ros.backends.torch_backend.cuda_graphs import MAX_GRAPHS
 
@@ -203,12 +213,16 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         if max_objects < 1 or cond_slots < 1:
             raise ValueError(f"warm_up needs max_objects >= 1 and cond_slots >= 1, got {max_objects}, {cond_slots}")
         st, lr = self.storage, spec.low_res_size
-        feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
+        # what only compiled code needs (it specialises on sizes 1 and on sam2's position-encoding cache,
+        # filled by the first call) is skipped otherwise: on a CPU without compile warm-up gains little
+        for _ in range(1 + self.compiled):
+            feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-        click = np.full((1, 1, 2), spec.image_size / 2, np.float32)
-        out = self.decode(feats, self.frame_embedding(feats), one, click, np.ones((1, 1), np.int32),
-                          np.zeros((1, 1, lr, lr), np.float32), zero, one)
-        self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
+        for points in (1, 2)[: 1 + self.compiled]:  # a click, a box: then any number of points
+            out = self.decode(feats, self.frame_embedding(feats), one,
+                              np.full((1, points, 2), spec.image_size / 2, np.float32), np.ones((1, points), np.int32),
+                              np.zeros((1, 1, lr, lr), np.float32), zero, one)
+            self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
         recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
         hw = spec.feat_size**2
         multimask = (spec.multimask_output_in_sam and spec.multimask_output_for_tracking
@@ -223,9 +237,18 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                 st.zeros((max_objects, m, hw, spec.mem_dim)), st.zeros((max_objects, p, spec.hidden_dim)),
                 recent, ptr_recent, spec.num_maskmem,
             )
-            if k == 1:  # a refinement of an object with no valid memory slot runs the masked graph
+            if k == 1:
+                # a refinement of an object with no valid memory slot runs the masked graph
                 self._attend_masked(feats, inputs.mem_feats[:1], inputs.mem_tpos_row[:1], inputs.mem_valid[:1],
                                     inputs.obj_ptrs[:1], inputs.ptr_tpos[:1], inputs.ptr_valid[:1])
+                # objects on the frame after their first prompt: only the conditioning slot valid
+                # (packed attention of 1 slot; compiled code specialises sizes 1). Eager: a key of the
+                # filling rings lasts one frame, capturing it would be wasted
+                for n in range(max_objects, 0, -1) if self.compiled else ():
+                    young = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
+                    young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
+                    young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
+                    ComposedTrackStep.track_step(self, feats, young, multimask)
             for n in range(max_objects, 0, -1):  # largest first: static buffers are allocated once
                 rows = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
                 for _ in range(runs):
@@ -236,6 +259,8 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
     def close(self) -> None:
         """Drop the modules and graphs (and their GPU memory with the caching allocator's next release)."""
         if getattr(self, "track_graphs", None) is not None:
+            if self.device.type == "cuda":
+                self.torch.cuda.synchronize(self.device)  # no replay in flight when its graph goes
             self.track_graphs.clear()
         self.track_graphs = None
         self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None
@@ -253,6 +278,37 @@ def _steady_state_inputs(mem_feats, obj_ptrs, recent: int, ptr_recent: int, num_
     ptr_tpos[:, :ptr_recent] = np.arange(ptr_recent, 0, -1) / ptr_recent
     ptr_tpos[:, ptr_recent:] = (ptr_recent + 1) / ptr_recent  # conditioning frames further back
     return AttentionInputs(mem_feats, tpos, np.ones((rows, m), bool), obj_ptrs, ptr_tpos, np.ones((rows, p), bool))
+
+
+def _compile_mode(option: bool | str, device, our_graphs: bool) -> str | None:
+    """The ``torch.compile`` mode for the backend option ``compile`` (None: not compiled)."""
+    import torch
+
+    if isinstance(option, str):
+        option = {"true": True, "on": True, "false": False, "off": False, "": False}.get(option.strip().lower(), option)
+    if option is False or option is None:
+        return None
+    if option is True:
+        return COMPILE_MODES[device.type == "cuda"]
+    modes = set(torch._inductor.list_mode_options()) | {"default"}
+    if option not in modes:
+        raise EngineError(f"torch backend: compile must be a bool or one of {', '.join(sorted(modes))}; got {option!r}")
+    if our_graphs and option in ("reduce-overhead", "max-autotune"):
+        raise EngineError(f"torch backend: compile={option!r} captures CUDA graphs of its own, which cannot run "
+                          "inside the tracking step's graphs; use 'max-autotune-no-cudagraphs' or cuda_graph=False")
+    return option
+
+
+def _plain_strides(t):
+    """``t`` with row-major strides when it is contiguous (a view: size-1 dims may have any stride)."""
+    if t.dim() == 0 or not t.is_contiguous():
+        return t
+    strides, step = [], 1
+    for d in reversed(t.shape):
+        strides.append(step)
+        step *= max(d, 1)
+    strides = tuple(reversed(strides))
+    return t if t.stride() == strides else t.as_strided(t.shape, strides)
 
 
 def _cast_matmul_weights(module, dtype) -> None:

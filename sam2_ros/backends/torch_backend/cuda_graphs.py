@@ -213,16 +213,15 @@ class HostUpload:
             size = math.prod(shape) * dtype.itemsize
             self.host_views[name] = self.host[off : off + size].view(dtype).reshape(shape)
             self.views[name] = self.device_bytes[off : off + size].view(_TORCH_DTYPES[dtype]).view(shape)
-        self._done: torch.cuda.Event | None = None
+        self._done = torch.cuda.Event() if self.cuda else None  # recorded after each upload
 
     def upload(self, values: dict[str, np.ndarray]) -> None:
-        if self._done is not None:
-            self._done.synchronize()
+        if self.cuda:
+            self._done.synchronize()  # the previous upload has left the host buffer (a no-op before the first)
         for name, value in values.items():
             np.copyto(self.host_views[name], value)
         self.device_bytes.copy_(torch.from_numpy(self.host), non_blocking=self.cuda)
         if self.cuda:
-            self._done = torch.cuda.Event()
             self._done.record()
 
 
@@ -303,7 +302,7 @@ class CapturedTrackStep:
 
     def load(self, feats: ImageFeatures, ai: AttentionInputs, plan: StepPlan) -> None:
         """Copy this call's inputs into the static tensors (outside the graph)."""
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(_fields(self.feats), _fields(feats)):
                 dst.copy_(src)
             self.mem_feats.copy_(ai.mem_feats)
@@ -314,7 +313,7 @@ class CapturedTrackStep:
         """The step on the static tensors only: what ``ComposedTrackStep.track_step`` computes."""
         b, plan, h = self.backend, self.plan, self.host.views
         embed = self.feats.image_embed
-        with torch.inference_mode():
+        with self.backend.inference():
             if plan.path == "masked":
                 pix = b._call(b.memory_attention, embed, self.mem_feats, h["mem_tpos_row"], h["mem_valid"],
                               self.obj_ptrs, h["ptr_tpos"], h["ptr_valid"])
@@ -338,7 +337,7 @@ class CapturedTrackStep:
     def _body(self) -> None:
         """What the graph holds: the step, then a copy into the static outputs."""
         outs = self.compute()
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(self.outputs, outs):
                 dst.copy_(src)
 
@@ -350,7 +349,7 @@ class CapturedTrackStep:
         self.outputs = tuple(
             self._statics.get(f"out{i}", tuple(t.shape), t.dtype) for i, t in enumerate(outs)
         )
-        with torch.inference_mode():
+        with self.backend.inference():
             for dst, src in zip(self.outputs, outs):
                 dst.copy_(src)
         self.replay = capturer.capture(self._body)
