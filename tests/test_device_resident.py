@@ -82,6 +82,17 @@ def test_a_tracking_step_moves_no_bank_sized_data_through_the_host(torch_tracker
     assert (bank.mem_frame[:n] >= 0).sum() >= 12
 
 
+def _run(tracker, frames, prompts):
+    out = []
+    for i, f in enumerate(frames):
+        r = tracker.step(f)
+        for p in prompts:
+            if p.frame == i:
+                r = tracker.add_prompt(p.object_id, **p.kwargs())
+        out.append(r)
+    return out
+
+
 def test_torch_cpu_storage_reproduces_host_storage(tiny_export_256, tiny_checkpoint, bedroom_frames):
     """Same frames and prompts: the torch backend (bank in torch tensors) vs ONNX Runtime (host bank)."""
     frames = bedroom_frames[:6]
@@ -93,13 +104,7 @@ def test_torch_cpu_storage_reproduces_host_storage(tiny_export_256, tiny_checkpo
     results = {}
     for name, opts in (("onnxruntime", {}), ("torch", {"checkpoint": str(tiny_checkpoint), "device": "cpu"})):
         tr = Tracker(load_backend(tiny_export_256, name, **opts), max_objects=3, corrections_as_conditioning=False)
-        out = []
-        for i, f in enumerate(frames):
-            r = tr.step(f)
-            for p in prompts:
-                if p.frame == i:
-                    r = tr.add_prompt(p.object_id, **p.kwargs())
-            out.append(r)
+        out = _run(tr, frames, prompts)
         tr.remove_object(1)  # row compaction moves device rows
         out.append(tr.step(frames[0]))
         results[name] = out
@@ -153,17 +158,6 @@ def test_precision_options_are_checked(tiny_export_256, tiny_checkpoint):
             load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", precision="fp16")
         with pytest.raises(EngineError, match="sees no CUDA GPU"):
             load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cuda")
-
-
-def _run(tracker, frames, prompts):
-    out = []
-    for i, f in enumerate(frames):
-        r = tracker.step(f)
-        for p in prompts:
-            if p.frame == i:
-                r = tracker.add_prompt(p.object_id, **p.kwargs())
-        out.append(r)
-    return out
 
 
 def test_device_imaging_tracks_like_the_exact_host_path(tiny_export_256, tiny_checkpoint, bedroom_frames):
