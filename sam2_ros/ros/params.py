@@ -95,7 +95,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         "warm_up", True,
         "At configure, run every graph once at the steady-state shapes of max_objects and cond_slots (kernel "
         "selection, compilation, CUDA-graph capture), so the first tracked frames are not slow. A no-op for ONNX "
-        "Runtime, OpenVINO and TensorRT; on the torch backend it costs max_objects x cond_slots tracking steps.",
+        "Runtime, OpenVINO and TensorRT; on the torch backend it costs max_objects x cond_slots tracking steps (twice "
+        "that with CUDA graphs, which it captures; with compile, minutes of compilation).",
     ),
     ParamSpec(
         "intra_op_threads", 0,
