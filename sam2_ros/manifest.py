@@ -52,6 +52,16 @@ class ModelSpec:
     def low_res_size(self) -> int:
         return self.feat_size * 4
 
+    def use_multimask(self, is_init: bool, num_points: int) -> bool:
+        """Whether the decoder picks the best of several masks (SAM 2's ``_use_multimask``): on an
+        object's first prompt, or on every frame with ``multimask_output_for_tracking``, for
+        ``multimask_min_pt_num <= num_points <= multimask_max_pt_num`` (a tracked frame has 0)."""
+        return (
+            self.multimask_output_in_sam
+            and (is_init or self.multimask_output_for_tracking)
+            and self.multimask_min_pt_num <= num_points <= self.multimask_max_pt_num
+        )
+
 
 @dataclass(frozen=True)
 class Manifest:

@@ -59,6 +59,10 @@ class AttentionInputs:
     def as_dict(self) -> dict[str, np.ndarray]:
         return dict(self.__dict__)
 
+    def first(self, n: int) -> "AttentionInputs":
+        """The inputs of the first ``n`` rows (views)."""
+        return AttentionInputs(**{name: v[:n] for name, v in self.__dict__.items()})
+
 
 class MemoryBank:
     """Preallocated memory of up to ``max_objects`` tracked objects."""
@@ -78,6 +82,7 @@ class MemoryBank:
         low_res_size: int | None = None,
         storage: Storage = HOST,
         history_frames: int = 30,
+        imaging: Imaging = HOST_IMAGING,
     ):
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
@@ -94,6 +99,7 @@ class MemoryBank:
         self.store_bfloat16 = store_bfloat16
         self.keep_first_cond_frame = keep_first_cond_frame
         self.storage = storage
+        self.imaging = imaging  # fills the current logits' holes (on the device for a device imaging)
         m = self.recent + cond_slots
         p = self.ptr_recent + cond_slots
         lr = low_res_size or 4 * math.isqrt(feat_hw)  # logits at S/4, features at S/16
@@ -193,13 +199,14 @@ class MemoryBank:
         self.pending[row] = True
         self.pending_cond[row] = as_cond
 
-    def finish_outputs(self, rows: slice, max_area: int, imaging: Imaging = HOST_IMAGING) -> None:
+    def finish_outputs(self, rows: slice, max_area: int) -> None:
         """After :meth:`set_tracked` / :meth:`set_prompted`: fill small background holes of the
         rows' logits (SAM 2's post-processing, after the memory) and refresh their host mirrors.
 
-        With a device ``imaging`` the holes are filled where the logits are and the mirror is
+        With a device imaging the holes are filled where the logits are and the mirror is
         downloaded once; otherwise on the host mirror, uploading only the rows that changed.
         """
+        imaging = self.imaging
         if imaging.on_device and not self.storage.on_host:
             if max_area > 0:
                 imaging.fill_holes(self.low_res[rows, 0], max_area)

@@ -199,7 +199,7 @@ class Tracker:
             max_objects, cond_slots, hw, spec.mem_dim, spec.hidden_dim, spec.num_maskmem,
             max_ptrs, signed_ptr_offsets=spec.use_signed_tpos_enc_to_obj_ptrs,
             keep_first_cond_frame=bool(keep_first_cond_frame), low_res_size=spec.low_res_size,
-            storage=self.storage, history_frames=history_frames,
+            storage=self.storage, history_frames=history_frames, imaging=backend.imaging,
         )
         self.history_frames = history_frames
         lr = spec.low_res_size
@@ -345,18 +345,10 @@ class Tracker:
         self.bank.new_frame()
         if n:
             inp = self.bank.attention_inputs(0, n, self.frame_index, self.ptr_span)
-            out, mem = self.backend.track_step(self._feats, inp, self._use_multimask(False, 0))
+            out, mem = self.backend.track_step(self._feats, inp, self.spec.use_multimask(False, 0))
             self.bank.set_tracked(n, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem)
-            self.bank.finish_outputs(slice(0, n), self.fill_hole_area, self.imaging)  # after the memory, as SAM 2 does
+            self.bank.finish_outputs(slice(0, n), self.fill_hole_area)  # after the memory, as SAM 2 does
         return self.current_result()
-
-    def _use_multimask(self, is_init: bool, num_points: int) -> bool:
-        sp = self.spec
-        return (
-            sp.multimask_output_in_sam
-            and (is_init or sp.multimask_output_for_tracking)
-            and sp.multimask_min_pt_num <= num_points <= sp.multimask_max_pt_num
-        )
 
     def _commit_current_frame(self) -> None:
         """Move the current frame's memories into the bank before the next frame (``MemoryBank.commit``)."""
@@ -464,13 +456,13 @@ class Tracker:
         """Track object row ``row`` alone on frames ``start .. current`` from the cached features:
         each frame's memory goes to the bank and the history; the current frame's output is
         staged as if it had been tracked live."""
-        multimask = self._use_multimask(False, 0)
+        multimask = self.spec.use_multimask(False, 0)
         for g in range(start, self.frame_index + 1):
             inp = self.bank.attention_inputs(row, row + 1, g, self.ptr_span)
             out, mem = self.backend.track_step(self._features(g), inp, multimask)
             self.bank.set_tracked(row + 1, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem,
                                   start=row)
-            self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area, self.imaging)
+            self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area)
             if g < self.frame_index:
                 self.bank.commit(g, row + 1, None, self.spec.binarize_mask_from_pts_for_mem_enc, start=row)
 
@@ -500,7 +492,7 @@ class Tracker:
             mask_input, has_mask = np.clip(prev, -32.0, 32.0), self._ones_b[:1]
         else:
             mask_input, has_mask = self._no_mask[:1], self._zeros_b[:1]
-        multimask = self._ones_b[:1] if self._use_multimask(is_init, len(prompt.labels)) else self._zeros_b[:1]
+        multimask = self._ones_b[:1] if self.spec.use_multimask(is_init, len(prompt.labels)) else self._zeros_b[:1]
         out = self.backend.decode(
             feats, pix, no_mem, prompt.coords[None], prompt.labels[None], mask_input, has_mask, multimask,
         )
@@ -525,7 +517,7 @@ class Tracker:
 
     def _store(self, row: int, low_res, score, iou, ptr, as_cond: bool) -> None:
         self.bank.set_prompted(row, low_res, score, iou, ptr, as_cond)
-        self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area, self.imaging)
+        self.bank.finish_outputs(slice(row, row + 1), self.fill_hole_area)
 
     # ---------------------------------------------------------------- removal
     def remove_object(self, object_id: int) -> None:

@@ -225,8 +225,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
         recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
         hw = spec.feat_size**2
-        multimask = (spec.multimask_output_in_sam and spec.multimask_output_for_tracking
-                     and spec.multimask_min_pt_num <= 0 <= spec.multimask_max_pt_num)
+        multimask = spec.use_multimask(is_init=False, num_points=0)  # what a tracked frame uses
         runs = 1
         if self.track_graphs is not None:
             runs = 2  # first sighting eager, second captures
@@ -245,12 +244,12 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                 # (packed attention of 1 slot; compiled code specialises sizes 1). Eager: a key of the
                 # filling rings lasts one frame, capturing it would be wasted
                 for n in range(max_objects, 0, -1) if self.compiled else ():
-                    young = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
+                    young = inputs.first(n)
                     young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
                     young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
                     ComposedTrackStep.track_step(self, feats, young, multimask)
             for n in range(max_objects, 0, -1):  # largest first: static buffers are allocated once
-                rows = AttentionInputs(**{name: v[:n] for name, v in inputs.as_dict().items()})
+                rows = inputs.first(n)
                 for _ in range(runs):
                     self.track_step(feats, rows, multimask)
         if self.device.type == "cuda":
