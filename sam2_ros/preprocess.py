@@ -15,9 +15,13 @@ IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
 
 
 def preprocess_frame(frame_rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, S, S]."""
+    """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, S, S], C-contiguous."""
     img = Image.fromarray(frame_rgb, mode="RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-    x = (np.asarray(img) / 255.0).astype(np.float32).transpose(2, 0, 1)
+    # float32 throughout, channels-first and contiguous before the arithmetic: three passes over a
+    # contiguous [3, S, S] array. A float32 division is correctly rounded, so v / 255 equals the
+    # float64 quotient rounded to float32: the result is bit-identical to the float64 formula.
+    x = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1), dtype=np.float32)
+    x /= np.float32(255.0)
     x -= IMAGE_MEAN
     x /= IMAGE_STD
     return x[None]
