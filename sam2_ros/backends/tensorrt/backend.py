@@ -566,7 +566,7 @@ class TensorRTBackend:
         self.closed = False
         try:
             if memory_mode == "torch":
-                from sam2_ros.backends.tensorrt import torch_interop  # imports torch: this mode only
+                import sam2_ros.backends.tensorrt.torch_interop as torch_interop  # imports torch: this mode only
 
                 self._torch = torch_interop
                 try:
