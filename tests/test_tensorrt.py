@@ -3,7 +3,10 @@
 CPU tests (always run): which layers stay FP32, the mixed-precision ONNX rewrite for strongly
 typed TensorRT (validated by the ONNX checker and ONNX Runtime against FP32), optimisation
 profiles, the manifest entry and the compatibility check, the inspector's fused-attention
-report. GPU tests skip, with the reason, without TensorRT and a CUDA device; they build
+report, the precision and workspace choices, the bookkeeping of execution contexts, CUDA graphs
+and pinned memory. The device choice (builder and backend, in every calling thread) is checked by
+inspection of the calls made, with recording fakes of ``cuda-python``'s runtime and of
+``tensorrt``. GPU tests skip, with the reason, without TensorRT and a CUDA device; they build
 engines and compare them with ONNX Runtime on CPU. The GPU benchmark's tests are in
 test_gpu_bench.py.
 """
@@ -529,6 +532,223 @@ def test_dead_banks_are_unpinned_at_the_next_registration():
     small.register(keep[0]), small.register(keep[1])
     assert ("unpin", keep[0].ctypes.data) in calls and len(small) == 1
     assert small.clear() == [keep[1].ctypes.data] and len(small) == 0
+
+
+# ------------------------------------------------------------------ device choice (by inspection of the calls made)
+class _RecordingCudart:
+    """A fake of cuda-python's runtime module: only the calls the TensorRT code makes, each recorded
+    with the calling thread and its current device (which, as in CUDA, is per host thread)."""
+
+    class cudaError_t:
+        cudaSuccess = 0
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
+
+    cudaStreamNonBlocking = cudaHostAllocDefault = cudaHostRegisterDefault = cudaEventDisableTiming = 0
+
+    def __init__(self, devices=2):
+        import threading
+
+        self.devices, self.calls, self._tls, self._host, self._next = devices, [], threading.local(), [], 1 << 20
+
+    def _rec(self, name, *args):
+        import threading
+
+        self.calls.append((threading.current_thread().name, getattr(self._tls, "device", 0), name, args))
+
+    def current(self):
+        return getattr(self._tls, "device", 0)
+
+    def cudaGetDeviceCount(self):
+        return 0, self.devices
+
+    def cudaGetDeviceProperties(self, device):
+        from types import SimpleNamespace
+
+        return 0, SimpleNamespace(name=INFO["gpu_name"].encode(), major=9, minor=0, totalGlobalMem=80 << 30)
+
+    def cudaGetErrorString(self, err):
+        return 0, b"fake error"
+
+    def cudaSetDevice(self, device):
+        self._tls.device = device
+        self._rec("cudaSetDevice", device)
+        return (0,)
+
+    def cudaGetDevice(self):
+        return 0, self.current()
+
+    def cudaStreamCreateWithFlags(self, flags):
+        return 0, 7
+
+    def cudaMalloc(self, n):
+        self._next += n + 256
+        return 0, self._next
+
+    def cudaHostAlloc(self, n, flags):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(n)
+        self._host.append(buf)
+        return 0, ctypes.addressof(buf)
+
+    def _copy(self, name):
+        def f(*args):
+            self._rec(name, *args)
+            return (0,)
+        return f
+
+    def __getattr__(self, name):  # the copies, synchronisation and frees: recorded, successful
+        if name.startswith("cuda"):
+            return self._copy(name)
+        raise AttributeError(name)
+
+
+def _fake_tensorrt(manifest, entry, cudart):
+    """A fake of the tensorrt module built from an export's manifest: engines with its IO and the
+    engine entry's profiles; contexts record their enqueues into the cudart fake's log."""
+    from types import SimpleNamespace
+
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+    class Context:
+        def __init__(self, eng):
+            self.eng, self.shapes = eng, {}
+
+        def set_device_memory(self, ptr, size):
+            return None
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def update_device_memory_size_for_shapes(self):
+            return 0
+
+        def set_tensor_address(self, name, ptr):
+            return True
+
+        def get_tensor_shape(self, name):
+            io = self.eng.io[name]["shape"]
+            n = next((s[0] for s in self.shapes.values()), 1)
+            return tuple(n if d == "objects" else (d if isinstance(d, int) else 4) for d in io)
+
+        def execute_async_v3(self, stream):
+            cudart._rec("execute_async_v3", self.eng.graph)
+            return True
+
+    class Engine:
+        device_memory_size_v2 = 1 << 20
+
+        def __init__(self, graph):
+            g = manifest["graphs"][graph]
+            self.graph, self.io = graph, {**g["inputs"], **g["outputs"]}
+            self.names, self.n_in = list(g["inputs"]) + list(g["outputs"]), len(g["inputs"])
+            self.num_io_tensors = len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_dtype(self, name):
+            return dtypes[self.io[name]["dtype"]]
+
+        def get_tensor_mode(self, name):
+            return "in" if self.names.index(name) < self.n_in else "out"
+
+        def get_tensor_shape(self, name):
+            return tuple(d if isinstance(d, int) else -1 for d in self.io[name]["shape"])
+
+        def get_tensor_profile_shape(self, name, profile):
+            p = entry["profiles"][self.graph][name]
+            return p["min"], p["opt"], p["max"]
+
+        def create_execution_context(self, strategy=None):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine(next(g for g in GRAPH_NAMES if data == g.encode() * 100))
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            cudart._rec("trt.Builder")
+            raise RuntimeError("stop after the builder")
+
+    return SimpleNamespace(
+        __version__=INFO["tensorrt_version"], Logger=Logger, Runtime=Runtime, Builder=Builder, nptype=lambda d: d,
+        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+        ExecutionContextAllocationStrategy=SimpleNamespace(USER_MANAGED="user"),
+    )
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_path, export_dir, manifest):
+    import sam2_ros.backends.tensorrt.backend as backend_mod
+    import sam2_ros.backends.tensorrt.build as build_mod
+
+    out, entry = fake_engine_dir(tmp_path, export_dir, manifest)
+    cudart = _RecordingCudart()
+    trt = _fake_tensorrt(manifest, entry, cudart)
+    monkeypatch.setattr(backend_mod, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(backend_mod, "_import_tensorrt", lambda: trt)
+    monkeypatch.setattr(build_mod, "_import_tensorrt", lambda: trt)
+    return cudart, out
+
+
+def test_builder_makes_its_device_current_before_creating_the_builder(fake_cuda, export_dir, tmp_path):
+    from sam2_ros.backends.tensorrt.build import build_engines
+
+    cudart, _ = fake_cuda
+    with pytest.raises(RuntimeError, match="stop after the builder"):
+        build_engines(export_dir, tmp_path / "built", device=1)
+    names = [(c[2], c[1]) for c in cudart.calls]
+    assert ("trt.Builder", 1) in names  # the builder was made while device 1 was current
+    assert names.index(("cudaSetDevice", 1)) < names.index(("trt.Builder", 1))
+
+
+def test_backend_makes_its_device_current_in_every_calling_thread(fake_cuda, manifest):
+    """The ROS worker thread is not the constructor's: before its first copy or enqueue, the
+    backend makes its device current there (the current device is per host thread)."""
+    import threading
+
+    from sam2_ros.backends.tensorrt.backend import TensorRTBackend
+
+    cudart, out = fake_cuda
+    backend = TensorRTBackend(load_manifest(out), device=1, use_cuda_graph=False, device_memory="host")
+    image = np.zeros(manifest["graphs"]["image_encoder"]["inputs"]["image"]["shape"], np.float32)
+    got = {}
+
+    def worker(name, fn):
+        t = threading.Thread(target=lambda: got.__setitem__(name, fn()), name=name)
+        t.start()
+        t.join()
+
+    worker("ros-worker", lambda: backend.encode_image(image))
+    worker("reader", lambda: np.asarray(got["ros-worker"].image_embed))
+    for thread, first_work in (("ros-worker", "cudaMemcpyAsync"), ("reader", "cudaMemcpyAsync")):
+        mine = [c for c in cudart.calls if c[0] == thread]
+        work = [i for i, c in enumerate(mine) if c[2] in ("cudaMemcpyAsync", "cudaMemcpy2DAsync", "execute_async_v3")]
+        assert work and mine[work[0]][2] == first_work
+        assert all(mine[i][1] == 1 for i in work), mine  # every copy and enqueue ran with device 1 current
+        assert mine[0][2:] == ("cudaSetDevice", (1,))  # set first, and once
+        assert [c[2] for c in mine].count("cudaSetDevice") == 1
+    enqueues = [c for c in cudart.calls if c[2] == "execute_async_v3"]
+    assert enqueues and all(c[0] == "ros-worker" and c[1] == 1 for c in enqueues)
+    # a thread whose device is already current pays no cudaSetDevice
+    n_set = sum(c[2] == "cudaSetDevice" for c in cudart.calls)
+    backend.encode_image(image)  # the constructor's thread: device 1 since construction
+    assert sum(c[2] == "cudaSetDevice" for c in cudart.calls) == n_set
+    backend.close()
 
 
 # ================================================================== GPU (skip without one)
