@@ -56,10 +56,37 @@ def test_only_the_ros_layer_imports_ros():
     assert not {f: v for f, v in bad.items() if v}, "ROS imported outside sam2_ros/ros/"
 
 
+#: TensorRT's optional torch device memory (``device_memory="torch"``): imported only lazily (below).
+TORCH_INTEROP = "sam2_ros/backends/tensorrt/torch_interop.py"
+
+
 def test_only_the_export_toolchain_and_the_torch_backend_import_torch():
-    allowed = ("export/", "sam2_ros/backends/torch_backend/")
+    allowed = ("export/", "sam2_ros/backends/torch_backend/", TORCH_INTEROP)
     bad = {f: sorted(_top(mods) & TORCH_MODULES) for f, mods in _sources().items() if not f.startswith(allowed)}
     assert not {f: v for f, v in bad.items() if v}, "torch / sam2 imported outside the export toolchain and torch backend"
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules ``path`` imports outside functions (what importing it imports)."""
+    out = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else []:
+            if isinstance(sub, ast.Import):
+                out |= {a.name for a in sub.names}
+            elif isinstance(sub, ast.ImportFrom):
+                out.add(sub.module)
+    return out
+
+
+def test_tensorrt_imports_its_torch_interop_only_lazily():
+    """The TensorRT backend takes torch only when asked for torch device memory: no module imports
+    the interop module at import time (it is imported inside the backend's constructor)."""
+    interop = TORCH_INTEROP[:-3].replace("/", ".")
+    files = sorted((REPO / "sam2_ros").rglob("*.py"))
+    eager = [f for f in files if interop in _module_level_imports(f)]
+    assert not eager, f"{interop} imported at module level by {eager}"
+    lazy = [f for f in files if interop in _imports(f)]
+    assert [f.relative_to(REPO).as_posix() for f in lazy] == ["sam2_ros/backends/tensorrt/backend.py"]
 
 
 def test_dependencies_point_into_the_core():

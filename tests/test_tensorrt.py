@@ -3,7 +3,10 @@
 CPU tests (always run): which layers stay FP32, the mixed-precision ONNX rewrite for strongly
 typed TensorRT (validated by the ONNX checker and ONNX Runtime against FP32), optimisation
 profiles, the manifest entry and the compatibility check, the inspector's fused-attention
-report. GPU tests skip, with the reason, without TensorRT and a CUDA device; they build
+report, the precision and workspace choices, the bookkeeping of execution contexts, CUDA graphs
+and pinned memory. The device choice (builder and backend, in every calling thread) is checked by
+inspection of the calls made, with recording fakes of ``cuda-python``'s runtime and of
+``tensorrt``. GPU tests skip, with the reason, without TensorRT and a CUDA device; they build
 engines and compare them with ONNX Runtime on CPU. The GPU benchmark's tests are in
 test_gpu_bench.py.
 """
@@ -29,14 +32,19 @@ from sam2_ros.backends.tensorrt.backend import (  # noqa: E402
     check_engine_compatibility,
     engine_file_problems,
     file_sha256,
+    pitched_layout,
+    resolve_device_memory,
     root_array,
     strided_rows,
 )
+from sam2_ros.backends.tensorrt.bookkeeping import GraphBook, PinnedOwners, ShapeContexts  # noqa: E402
 from sam2_ros.errors import EngineError  # noqa: E402
 from sam2_ros.graph_io import GRAPH_NAMES
 from sam2_ros.manifest import load_manifest  # noqa: E402
 from sam2_ros.backends.tensorrt.build import (  # noqa: E402
     attention_fusion_report,
+    choose_precision,
+    default_workspace_gb,
     engine_manifest_entry,
     fp16_overflow_audit,
     mixed_precision_model,
@@ -337,6 +345,410 @@ def test_strided_rows_describes_bank_views():
     assert root_array(view) is bank
     assert strided_rows(bank[:, :, ::2]) is None  # not rows of contiguous bytes
     assert strided_rows(np.zeros((0, 3))) is None
+
+
+def test_pitched_layout_matches_strided_rows_for_element_strides():
+    bank = np.zeros((8, 9, 16, 4), np.float32)
+    elems = lambda a: tuple(st // a.itemsize for st in a.strides)  # noqa: E731 - torch counts strides in elements
+    for view in (bank, bank[:3, :7], bank[:1], bank[2:5, :9]):
+        assert pitched_layout(view.shape, elems(view), 4) == strided_rows(view)
+    assert pitched_layout((3, 7), (7, 1), 8) == (1, 3 * 7 * 8, 3 * 7 * 8)
+    assert pitched_layout((1, 5, 2), (999, 2, 1), 4) == (1, 40, 40)  # a leading 1-dim's stride is irrelevant
+    assert pitched_layout(bank[:, :, ::2].shape, elems(bank[:, :, ::2]), 4) is None
+    assert pitched_layout((4, 3), (1, 4), 4) is None  # transposed
+    assert pitched_layout((0, 3), (3, 1), 4) is None
+
+
+def test_device_memory_choice():
+    assert resolve_device_memory("auto", torch_importable=True) == "torch"
+    assert resolve_device_memory("auto", torch_importable=False) == "host"
+    assert resolve_device_memory("host", torch_importable=True) == "host"
+    with pytest.raises(EngineError, match="needs PyTorch"):
+        resolve_device_memory("torch", torch_importable=False)
+    with pytest.raises(EngineError, match="device_memory"):
+        resolve_device_memory("gpu", torch_importable=True)
+
+
+# ------------------------------------------------------------------ builder choices
+def test_precision_choice_by_tensorrt_version():
+    jetpack6 = choose_precision("10.3.0.30")
+    assert (jetpack6.mode, jetpack6.strongly_typed, jetpack6.fp16_flag) == ("weak", False, True)
+    assert choose_precision("10.11.0.33").mode == "weak"
+    for v in ("10.12.0.36", "10.13.3.9", "11.4.0"):
+        c = choose_precision(v)
+        assert (c.mode, c.strongly_typed, c.fp16_flag) == ("strong", True, False), v
+    assert choose_precision("10.3.0", requested="strong").strongly_typed  # asked for explicitly
+    assert choose_precision("10.13.3.9", requested="weak").fp16_flag
+    with pytest.raises(EngineError, match="no weak typing"):
+        choose_precision("11.0.0", requested="weak")
+    fp32_old, fp32_new = choose_precision("10.3.0", fp16=False), choose_precision("10.12.0", fp16=False)
+    assert fp32_old.mode == fp32_new.mode == "fp32" and not fp32_old.fp16_flag and not fp32_new.fp16_flag
+    assert not fp32_old.strongly_typed and fp32_new.strongly_typed
+    with pytest.raises(ValueError):
+        choose_precision("10.3.0", requested="mixed")
+
+
+def test_default_workspace_follows_gpu_memory():
+    gib = 1 << 30
+    assert default_workspace_gb(int(7.4 * gib)) == 1.0  # Jetson Orin Nano 8 GB (shared with the CPU)
+    assert default_workspace_gb(8 * gib) == 1.0
+    assert default_workspace_gb(int(15.3 * gib)) == 2.0  # Orin NX 16 GB
+    assert default_workspace_gb(24 * gib) == 4.0
+    assert default_workspace_gb(80 * gib) == 4.0
+
+
+# ------------------------------------------------------------------ contexts and CUDA graphs (bookkeeping)
+class _Launcher:
+    """Drives the bookkeeping as TensorRTBackend._prepare / _launch do (one engine per step)."""
+
+    def __init__(self, capacity=8, max_invalidations=3):
+        self.engines = {}
+        self.capacity = capacity
+        self.book = GraphBook(max_graphs=32, max_invalidations=max_invalidations)
+        self.actions, self.destroyed, self.shape_sets = [], [], []
+        self._handles = 0
+
+    def run(self, steps):
+        key, deps = [], []
+        for graph, shapes in steps:
+            ctx = self.engines.setdefault(graph, ShapeContexts(graph, self.capacity))
+            choice = ctx.lookup(shapes)
+            if choice.assigned:
+                self.shape_sets.append((graph, choice.slot, shapes))  # set_input_shape on that context
+                if choice.generation > 0:
+                    self.destroyed += self.book.drop_dependents((graph, choice.slot, choice.generation - 1))
+            key.append((graph, shapes))
+            deps.append(ctx.dep(choice.slot))
+        action, dead = self.book.decide(tuple(key), tuple(deps))
+        self.destroyed += dead
+        if action == GraphBook.CAPTURE:
+            self._handles += 1
+            self.destroyed += self.book.captured(tuple(key), tuple(deps), self._handles)
+        self.actions.append(action)
+        return action
+
+
+def _track(n):  # the fused tracking step for n objects
+    return [("memory_attention", ("objects", n)), ("mask_decoder", ("objects", n)), ("memory_encoder", ("objects", n))]
+
+
+def _click():  # a prompt on one object: attention + decoder for n = 1
+    return [("mask_decoder", ("objects", 1, "points", 1))]
+
+
+def test_alternating_shapes_replay_on_their_own_contexts():
+    """A click (n = 1) between tracking frames with n = 3, also a catch-up step with n = 1:
+    after warm-up every alternation replays; nothing is captured again."""
+    la = _Launcher()
+    for _ in range(2):  # warm-up: each sequence eager once, then captured
+        la.run(_track(3)), la.run(_click()), la.run(_track(1))
+    assert la.actions == ["eager"] * 3 + ["capture"] * 3
+    for _ in range(20):
+        assert la.run(_track(3)) == "replay"
+        assert la.run(_click()) == "replay"
+        assert la.run(_track(1)) == "replay"
+    assert not la.destroyed
+    # one context per shape set and engine; shapes were set once per context
+    assert la.engines["mask_decoder"].slots == 3 and la.engines["memory_attention"].slots == 2
+    assert len(la.shape_sets) == 7
+
+
+def test_single_context_stops_recapturing_after_a_few_invalidations():
+    """Without user-managed contexts (TensorRT < 10: one context per engine) a click kills the
+    tracking step's graph; it is recaptured at most ``max_invalidations - 1`` times, then the
+    key runs eagerly for good instead of paying sync + capture + instantiate after every click."""
+    la = _Launcher(capacity=1, max_invalidations=3)
+    track = tuple(_track(3))
+    per_track = []
+    for _ in range(6):
+        for _ in range(5):
+            per_track.append(la.run(_track(3)))
+        la.run(_track(1))  # a catch-up step for one object
+    assert per_track.count("capture") == 3, per_track
+    assert per_track[-10:] == ["eager"] * 10
+    assert track in la.book.eager_keys
+    # alternating on every frame never even captures (each run finds its context reassigned)
+    la2 = _Launcher(capacity=1)
+    for _ in range(20):
+        la2.run(_track(3)), la2.run(_track(1))
+    assert set(la2.actions) == {"eager"} and not la2.destroyed
+
+
+def test_evicted_context_takes_its_graphs_with_it():
+    la = _Launcher(capacity=2)
+    for _ in range(2):
+        la.run(_track(1)), la.run(_track(2))
+    assert la.actions[-2:] == ["capture", "capture"] and len(la.book) == 2
+    la.run(_track(3))  # a third shape set takes the least recently used context (n = 1's)
+    assert len(la.destroyed) == 1 and len(la.book) == 1  # the n = 1 graph died with its context
+    assert la.run(_track(2)) == "replay"  # the other context was untouched
+    assert la.run(_track(1)) == "eager"  # n = 1 starts over on a reassigned context
+    assert la.engines["memory_attention"].slots == 2
+
+
+def test_shape_contexts_lru():
+    sc = ShapeContexts("mask_decoder", capacity=2)
+    a, b, c = sc.lookup("a"), sc.lookup("b"), sc.lookup("a")
+    assert (a.slot, a.assigned, b.slot, c.slot, c.assigned) == (0, True, 1, 0, False)
+    d = sc.lookup("c")  # "b" is least recently used
+    assert (d.slot, d.assigned, d.evicted, d.generation) == (1, True, "b", 1)
+    assert sc.shapes_of(1) == "c" and sc.dep(1) == ("mask_decoder", 1, 1)
+    with pytest.raises(ValueError):
+        ShapeContexts("x", capacity=0)
+
+
+def test_graph_capture_failure_makes_the_key_eager():
+    book = GraphBook()
+    deps = (("e", 0, 0),)
+    assert book.decide("k", deps)[0] == "eager" and book.decide("k", deps)[0] == "capture"
+    book.failed("k")
+    assert [book.decide("k", deps)[0] for _ in range(3)] == ["eager"] * 3 and len(book) == 0
+
+
+# ------------------------------------------------------------------ pinned host memory
+def test_dead_banks_are_unpinned_at_the_next_registration():
+    calls = []
+    reg = PinnedOwners(lambda ptr, n: calls.append(("pin", ptr, n)) is None, lambda ptr: calls.append(("unpin", ptr)), capacity=4)
+    bank1 = np.zeros((4, 256), np.float32)
+    view = bank1[:2]  # what the backend sees: a view of the bank
+    assert reg.register(bank1) and reg.register(bank1)  # once
+    p1 = bank1.ctypes.data
+    assert calls == [("pin", p1, bank1.nbytes)]
+    del bank1
+    bank2 = np.zeros((4, 256), np.float32)
+    reg.register(bank2)
+    assert p1 in reg  # its view still refers to bank 1: still pinned
+    del view
+    bank3 = np.ones((2, 256), np.float32)
+    reg.register(bank3)
+    assert ("unpin", p1) in calls and p1 not in reg  # bank 1 is dead now: unpinned
+    assert bank2.ctypes.data in reg and bank3.ctypes.data in reg and len(reg) == 2
+    # a failed pin is not retried; the capacity bound unpins the least recently used owner
+    failing = PinnedOwners(lambda ptr, n: False, lambda ptr: None)
+    arr = np.zeros(8)
+    assert not failing.register(arr) and not failing.register(arr)
+    small = PinnedOwners(lambda ptr, n: True, lambda ptr: calls.append(("unpin", ptr)), capacity=1)
+    keep = [np.zeros(4), np.zeros(4)]
+    small.register(keep[0]), small.register(keep[1])
+    assert ("unpin", keep[0].ctypes.data) in calls and len(small) == 1
+    assert small.clear() == [keep[1].ctypes.data] and len(small) == 0
+
+
+# ------------------------------------------------------------------ device choice (by inspection of the calls made)
+class _RecordingCudart:
+    """A fake of cuda-python's runtime module: only the calls the TensorRT code makes, each recorded
+    with the calling thread and its current device (which, as in CUDA, is per host thread)."""
+
+    class cudaError_t:
+        cudaSuccess = 0
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
+
+    cudaStreamNonBlocking = cudaHostAllocDefault = cudaHostRegisterDefault = cudaEventDisableTiming = 0
+
+    def __init__(self, devices=2):
+        import threading
+
+        self.devices, self.calls, self._tls, self._host, self._next = devices, [], threading.local(), [], 1 << 20
+
+    def _rec(self, name, *args):
+        import threading
+
+        self.calls.append((threading.current_thread().name, getattr(self._tls, "device", 0), name, args))
+
+    def current(self):
+        return getattr(self._tls, "device", 0)
+
+    def cudaGetDeviceCount(self):
+        return 0, self.devices
+
+    def cudaGetDeviceProperties(self, device):
+        from types import SimpleNamespace
+
+        return 0, SimpleNamespace(name=INFO["gpu_name"].encode(), major=9, minor=0, totalGlobalMem=80 << 30)
+
+    def cudaGetErrorString(self, err):
+        return 0, b"fake error"
+
+    def cudaSetDevice(self, device):
+        self._tls.device = device
+        self._rec("cudaSetDevice", device)
+        return (0,)
+
+    def cudaGetDevice(self):
+        return 0, self.current()
+
+    def cudaStreamCreateWithFlags(self, flags):
+        return 0, 7
+
+    def cudaMalloc(self, n):
+        self._next += n + 256
+        return 0, self._next
+
+    def cudaHostAlloc(self, n, flags):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(n)
+        self._host.append(buf)
+        return 0, ctypes.addressof(buf)
+
+    def _copy(self, name):
+        def f(*args):
+            self._rec(name, *args)
+            return (0,)
+        return f
+
+    def __getattr__(self, name):  # the copies, synchronisation and frees: recorded, successful
+        if name.startswith("cuda"):
+            return self._copy(name)
+        raise AttributeError(name)
+
+
+def _fake_tensorrt(manifest, entry, cudart):
+    """A fake of the tensorrt module built from an export's manifest: engines with its IO and the
+    engine entry's profiles; contexts record their enqueues into the cudart fake's log."""
+    from types import SimpleNamespace
+
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+    class Context:
+        def __init__(self, eng):
+            self.eng, self.shapes = eng, {}
+
+        def set_device_memory(self, ptr, size):
+            return None
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def update_device_memory_size_for_shapes(self):
+            return 0
+
+        def set_tensor_address(self, name, ptr):
+            return True
+
+        def get_tensor_shape(self, name):
+            io = self.eng.io[name]["shape"]
+            n = next((s[0] for s in self.shapes.values()), 1)
+            return tuple(n if d == "objects" else (d if isinstance(d, int) else 4) for d in io)
+
+        def execute_async_v3(self, stream):
+            cudart._rec("execute_async_v3", self.eng.graph)
+            return True
+
+    class Engine:
+        device_memory_size_v2 = 1 << 20
+
+        def __init__(self, graph):
+            g = manifest["graphs"][graph]
+            self.graph, self.io = graph, {**g["inputs"], **g["outputs"]}
+            self.names, self.n_in = list(g["inputs"]) + list(g["outputs"]), len(g["inputs"])
+            self.num_io_tensors = len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_dtype(self, name):
+            return dtypes[self.io[name]["dtype"]]
+
+        def get_tensor_mode(self, name):
+            return "in" if self.names.index(name) < self.n_in else "out"
+
+        def get_tensor_shape(self, name):
+            return tuple(d if isinstance(d, int) else -1 for d in self.io[name]["shape"])
+
+        def get_tensor_profile_shape(self, name, profile):
+            p = entry["profiles"][self.graph][name]
+            return p["min"], p["opt"], p["max"]
+
+        def create_execution_context(self, strategy=None):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine(next(g for g in GRAPH_NAMES if data == g.encode() * 100))
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            cudart._rec("trt.Builder")
+            raise RuntimeError("stop after the builder")
+
+    return SimpleNamespace(
+        __version__=INFO["tensorrt_version"], Logger=Logger, Runtime=Runtime, Builder=Builder, nptype=lambda d: d,
+        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+        ExecutionContextAllocationStrategy=SimpleNamespace(USER_MANAGED="user"),
+    )
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_path, export_dir, manifest):
+    import sam2_ros.backends.tensorrt.backend as backend_mod
+    import sam2_ros.backends.tensorrt.build as build_mod
+
+    out, entry = fake_engine_dir(tmp_path, export_dir, manifest)
+    cudart = _RecordingCudart()
+    trt = _fake_tensorrt(manifest, entry, cudart)
+    monkeypatch.setattr(backend_mod, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(backend_mod, "_import_tensorrt", lambda: trt)
+    monkeypatch.setattr(build_mod, "_import_tensorrt", lambda: trt)
+    return cudart, out
+
+
+def test_builder_makes_its_device_current_before_creating_the_builder(fake_cuda, export_dir, tmp_path):
+    from sam2_ros.backends.tensorrt.build import build_engines
+
+    cudart, _ = fake_cuda
+    with pytest.raises(RuntimeError, match="stop after the builder"):
+        build_engines(export_dir, tmp_path / "built", device=1)
+    names = [(c[2], c[1]) for c in cudart.calls]
+    assert ("trt.Builder", 1) in names  # the builder was made while device 1 was current
+    assert names.index(("cudaSetDevice", 1)) < names.index(("trt.Builder", 1))
+
+
+def test_backend_makes_its_device_current_in_every_calling_thread(fake_cuda, manifest):
+    """The ROS worker thread is not the constructor's: before its first copy or enqueue, the
+    backend makes its device current there (the current device is per host thread)."""
+    import threading
+
+    from sam2_ros.backends.tensorrt.backend import TensorRTBackend
+
+    cudart, out = fake_cuda
+    backend = TensorRTBackend(load_manifest(out), device=1, use_cuda_graph=False, device_memory="host")
+    image = np.zeros(manifest["graphs"]["image_encoder"]["inputs"]["image"]["shape"], np.float32)
+    got = {}
+
+    def worker(name, fn):
+        t = threading.Thread(target=lambda: got.__setitem__(name, fn()), name=name)
+        t.start()
+        t.join()
+
+    worker("ros-worker", lambda: backend.encode_image(image))
+    worker("reader", lambda: np.asarray(got["ros-worker"].image_embed))
+    for thread, first_work in (("ros-worker", "cudaMemcpyAsync"), ("reader", "cudaMemcpyAsync")):
+        mine = [c for c in cudart.calls if c[0] == thread]
+        work = [i for i, c in enumerate(mine) if c[2] in ("cudaMemcpyAsync", "cudaMemcpy2DAsync", "execute_async_v3")]
+        assert work and mine[work[0]][2] == first_work
+        assert all(mine[i][1] == 1 for i in work), mine  # every copy and enqueue ran with device 1 current
+        assert mine[0][2:] == ("cudaSetDevice", (1,))  # set first, and once
+        assert [c[2] for c in mine].count("cudaSetDevice") == 1
+    enqueues = [c for c in cudart.calls if c[2] == "execute_async_v3"]
+    assert enqueues and all(c[0] == "ros-worker" and c[1] == 1 for c in enqueues)
+    # a thread whose device is already current pays no cudaSetDevice
+    n_set = sum(c[2] == "cudaSetDevice" for c in cudart.calls)
+    backend.encode_image(image)  # the constructor's thread: device 1 since construction
+    assert sum(c[2] == "cudaSetDevice" for c in cudart.calls) == n_set
+    backend.close()
 
 
 # ================================================================== GPU (skip without one)

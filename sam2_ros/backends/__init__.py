@@ -39,7 +39,7 @@ BACKEND_INFO: dict[str, BackendInfo] = {
                     ("checkpoint", "device", "precision", "imaging", "cuda_graph", "compile"),
                     "torch and the official sam2 package"),
         BackendInfo("tensorrt", "sam2_ros.backends.tensorrt", "TensorRTBackend",
-                    ("device", "use_cuda_graph", "pin_host_memory", "verify_engine_hashes"),
+                    ("device", "use_cuda_graph", "pin_host_memory", "verify_engine_hashes", "device_memory"),
                     "tensorrt and cuda-python on an NVIDIA GPU"),
     )
 }
@@ -79,7 +79,7 @@ def load_backend(engine_dir: str | Path, backend: str = "onnxruntime", **options
     (``"auto"``, ``"device"``, ``"host"``: where frames are resized and masks rendered),
     ``cuda_graph`` (``"auto"``: CUDA-graph replay of the tracking step on CUDA devices; ``True``, ``False``,
     ``"emulate"``), ``compile`` (``torch.compile`` the graphs); tensorrt: ``device``, ``use_cuda_graph``, ``pin_host_memory``,
-    ``verify_engine_hashes``. An option the backend does not take is an :class:`EngineError`.
+    ``verify_engine_hashes``, ``device_memory`` (``"auto"``, ``"torch"``, ``"host"``: where the memory bank lives). An option the backend does not take is an :class:`EngineError`.
     """
     info = _info(backend)
     unknown = sorted(set(options) - set(info.options))

@@ -7,40 +7,73 @@ Layout
   buffer, so ``image_embed`` / ``feat_s0`` / ``feat_s1`` (encoder outputs), ``pix_feat``
   (memory attention -> decoder) and ``low_res_masks`` / ``object_score_logits``
   (decoder -> memory encoder) never travel through the host.
-* Tensors are bound by name (``IExecutionContext.set_tensor_address``) once, at start-up;
-  every call only sets the input shapes that changed and enqueues ``execute_async_v3``.
-* Host <-> device copies go through page-locked staging buffers (also allocated once). Large
-  host inputs whose memory is owned by a long-lived array (the tracker's ``MemoryBank``) are
-  page-locked in place with ``cudaHostRegister`` and copied by DMA straight from the bank,
-  including the strided ``bank.mem_feats[:n, :m]`` views (``cudaMemcpy2DAsync``).
-* :meth:`TensorRTBackend.attend_memory` returns a :class:`DeviceArray` (the frame embedding
-  conditioned on memory stays on the GPU for the decoder); ``np.asarray`` copies it to the
-  host if anyone needs it there.
+* Tensors are bound by name (``IExecutionContext.set_tensor_address``) once per execution
+  context; every call enqueues ``execute_async_v3`` on the context serving its input shapes.
+* :meth:`TensorRTBackend.attend_memory`, :meth:`~TensorRTBackend.encode_image` and
+  :meth:`~TensorRTBackend.frame_embedding` return :class:`DeviceArray` values (they stay on
+  the GPU; :meth:`~TensorRTBackend.decode` copies them device-to-device into its inputs);
+  ``np.asarray`` copies one to the host if anyone needs it there.
 
-CUDA graphs
------------
+Where the memory bank lives (``device_memory``)
+-----------------------------------------------
+* ``"torch"`` (``"auto"`` picks it when PyTorch is importable): the bank, the history and the
+  per-object outputs live in ``torch.Tensor`` storage on ``cuda:<device>``
+  (:mod:`.torch_interop`, the only module of this folder that imports torch, and only when
+  this mode is chosen). The backend's device buffers are torch tensors too; TensorRT reads bank
+  views by their device pointers (``data_ptr``; ``bank.mem_feats[:n, :m]`` is one pitched
+  ``cudaMemcpy2DAsync`` device-to-device on the backend's stream), the encoder's outputs are
+  copied into the history on the device, and outputs are returned as device tensors. Ordering
+  between torch's stream and the backend's: before every launch the backend's stream waits on
+  an event recorded on torch's current stream (bank writes land first); every call ends with a
+  stream synchronisation (torch reads results only after). Per frame only the frame goes up and
+  the results the tracker reports come down.
+* ``"host"`` (``"auto"`` without PyTorch: the node runs without it): the bank is numpy in host
+  memory. Host <-> device copies go through page-locked staging buffers (allocated once);
+  large host inputs owned by a long-lived array (the ``MemoryBank``) are page-locked in place
+  with ``cudaHostRegister`` and copied by DMA straight from the bank, including the strided
+  ``bank.mem_feats[:n, :m]`` views (``cudaMemcpy2DAsync``). An owner referred to by nothing
+  else (a dead bank) is unregistered at the next registration. Image features go to the host
+  for the history (a download per frame).
+* Future, for a robot without PyTorch: device storage on CuPy (``cupy-cuda13x``) arrays, fed
+  to TensorRT the same way through ``__cuda_array_interface__`` pointers.
+
+Execution contexts and CUDA graphs
+----------------------------------
+Each dynamic engine gets one execution context per input-shape set (up to
+``MAX_CONTEXTS_PER_ENGINE``, least recently used reassigned; bookkeeping in
+:class:`.bookkeeping.ShapeContexts`). All contexts of an engine share **one** scratch block:
+they are created with ``ExecutionContextAllocationStrategy.USER_MANAGED`` (TensorRT >= 10.0)
+and given the block with ``set_device_memory(ptr, size)`` (>= 10.1; ``device_memory = ptr``
+before), sized by ``ICudaEngine.device_memory_size_v2`` (``device_memory_size`` before 10.1),
+the largest need over the profile. Sharing is safe because the scratch memory holds only the
+activations of one enqueue and every launch of this backend is on one stream, so launches are
+serialised: no two contexts ever use the block at the same time. A context keeps its shapes
+and tensor addresses, so the n = 1 prompt context and the n-object tracking context alternate
+without redoing TensorRT's shape set-up, and a CUDA graph captured on one stays valid while
+the other runs.
+
 Each protocol call (and the fused :meth:`TensorRTBackend.track_step`) is a fixed sequence of
 copies and engine launches on one stream. With ``use_cuda_graph=True`` the sequence is
-captured into a CUDA graph the second time it is seen with the same *key* and replayed from
-the third time on. A key is everything a replay bakes in:
+captured into a CUDA graph the second time it is seen with the same *key* on the same context
+generations and replayed from the third time on (:class:`.bookkeeping.GraphBook`). A key is
+everything a replay bakes in: the input shapes (objects ``n``, memory slots ``m``, pointer
+slots ``p``, points ``N``); the source of every copy (a staging buffer, a registered host array
+or a device tensor, with its address and row pitch); the device buffers (allocated once).
+Conditions for capture, all checked: shapes within the profile; no host synchronisation inside
+the sequence (the stream is synchronised only after launching); each context ran eagerly with
+its shapes before the capture (TensorRT's shape-dependent set-up on the first enqueue must not
+be captured); TensorRT must not allocate during enqueue (engines with data-dependent shapes or
+on-device control flow may; such a capture fails, and the key runs eagerly from then on). A
+graph dies with the context it was captured on when that context is given other shapes (more
+shape sets than contexts); a key whose graph died ``MAX_INVALIDATIONS`` times runs eagerly from
+then on instead of recapturing on every alternation. Graphs are kept in a small LRU cache.
 
-* the input shapes (objects ``n``, memory slots ``m``, pointer slots ``p``, points ``N``);
-* the host source of every copy: a staging buffer (fixed address) or a registered host
-  array (its address and row pitch);
-* the device buffers (allocated once, so always the same).
+Threads and devices: the current CUDA device is per host thread, and the tracker may run in a
+ROS worker thread other than the one that built the backend; every call that enqueues or copies
+first makes ``device`` current in the calling thread (``cudaGetDevice``, then ``cudaSetDevice``
+only when it differs).
 
-Conditions for capture, all checked: shapes within the profile; no host synchronisation
-inside the sequence (the stream is synchronised only after launching); the engine's
-context ran eagerly with exactly these shapes right before the capture (TensorRT performs
-shape-dependent set-up work on the first enqueue after ``set_input_shape``, which must not be
-captured); TensorRT must not allocate during enqueue (engines with data-dependent shapes or
-on-device control flow may; such a capture fails, the key is marked uncapturable and runs
-eagerly from then on). The tracking step has static shapes while the set of objects and the
-number of used conditioning slots are constant, which is the steady state of a stream; a new
-object or a new conditioning frame changes ``n`` / ``m`` / ``p`` and costs one eager run, one
-capture, then replays again. Graphs are kept in a small LRU cache.
-
-Import of this module never needs TensorRT or CUDA; :class:`TensorRTBackend` imports
+Import of this module never needs TensorRT, CUDA or PyTorch; :class:`TensorRTBackend` imports
 ``tensorrt`` and ``cuda-python`` when constructed and raises :class:`EngineError` with the
 reason when either is missing or the engines do not match the machine.
 """
@@ -48,8 +81,8 @@ reason when either is missing or the engines do not match the machine.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +90,7 @@ from typing import Any
 import numpy as np
 
 from sam2_ros.backends.base import DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
+from sam2_ros.backends.tensorrt.bookkeeping import ContextChoice, GraphBook, PinnedOwners, ShapeContexts
 from sam2_ros.errors import EngineError
 from sam2_ros.imaging import HOST_IMAGING
 from sam2_ros.memory_bank import AttentionInputs
@@ -81,6 +115,12 @@ REGISTER_NAMES = frozenset({"mem_feats"})
 REGISTER_MIN_BYTES = 1 << 20
 MAX_REGISTERED = 8
 MAX_GRAPHS = 32
+#: Execution contexts per dynamic engine (one per input-shape set, least recently used reassigned).
+MAX_CONTEXTS_PER_ENGINE = 8
+#: A call sequence whose CUDA graph died this many times (its context was reassigned) runs eagerly.
+MAX_INVALIDATIONS = 3
+#: Where the memory bank and history live (see the module docstring).
+DEVICE_MEMORY_CHOICES = ("auto", "torch", "host")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -143,6 +183,49 @@ def root_array(arr: np.ndarray) -> np.ndarray:
     return base
 
 
+def pitched_layout(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int, int] | None:
+    """``(rows, row_bytes, pitch)`` of a tensor given its shape and strides **in elements**.
+
+    The device twin of :func:`strided_rows` (torch strides count elements): contiguous ->
+    one row; rows of contiguous elements at a constant pitch (``bank[:n, :m]`` of a
+    contiguous bank) -> a pitched 2-D copy; anything else -> ``None``.
+    """
+    shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
+    if not shape or 0 in shape:
+        return None
+
+    def contiguous(sh, st):
+        expect = 1
+        for d, s in zip(reversed(sh), reversed(st)):
+            if d != 1 and s != expect:
+                return False
+            expect *= d
+        return True
+
+    n = int(np.prod(shape, dtype=np.int64))
+    if contiguous(shape, strides):
+        return 1, n * itemsize, n * itemsize
+    inner = int(np.prod(shape[1:], dtype=np.int64))
+    if not contiguous(shape[1:], strides[1:]) or strides[0] < inner:
+        return None
+    return shape[0], inner * itemsize, strides[0] * itemsize
+
+
+def resolve_device_memory(choice: str, torch_importable: bool) -> str:
+    """``"torch"`` or ``"host"``: where the bank lives for a ``device_memory`` option."""
+    if choice not in DEVICE_MEMORY_CHOICES:
+        raise EngineError(f"device_memory must be one of {', '.join(DEVICE_MEMORY_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return "torch" if torch_importable else "host"
+    if choice == "torch" and not torch_importable:
+        raise EngineError("device_memory='torch' needs PyTorch with CUDA; use 'host' (or 'auto') without it")
+    return choice
+
+
+def _torch_importable() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 # ------------------------------------------------------------------------ CUDA / TensorRT
 def _import_tensorrt():
     try:
@@ -194,6 +277,11 @@ class _Cuda:
         except EngineError:
             return 0
 
+    def use_device(self, device: int) -> None:
+        """Make ``device`` current in the calling thread (the current device is per host thread)."""
+        if int(self(self.rt.cudaGetDevice(), "cudaGetDevice")) != device:
+            self(self.rt.cudaSetDevice(device), f"cudaSetDevice({device})")
+
 
 def runtime_info(device: int = 0) -> dict[str, Any]:
     """TensorRT version, GPU name and compute capability of ``device`` on this machine."""
@@ -224,7 +312,8 @@ class DeviceArray:
     """A tensor the backend keeps on the GPU. ``np.asarray(x)`` copies it to the host.
 
     Valid until the backend writes its buffer again (the next call of the graph that
-    produced it); using a stale one raises :class:`EngineError`.
+    produced it); using a stale one raises :class:`EngineError`. With torch device memory,
+    :attr:`tensor` is a ``torch.Tensor`` view of it (what the torch storage copies from).
     """
 
     def __init__(self, owner: "TensorRTBackend", name: str, shape: tuple[int, ...], dtype: np.dtype):
@@ -262,6 +351,12 @@ class DeviceArray:
                 "frame's features and the latest output of each graph"
             )
 
+    @property
+    def tensor(self):
+        """The ``torch.Tensor`` view of this array (torch device memory only)."""
+        self.check(self._owner)
+        return self._owner._tensor_view(self.name, self.shape)
+
     def __array__(self, dtype=None, copy=None):
         host = self._owner._download(self)
         return host if dtype is None else host.astype(dtype, copy=False)
@@ -270,24 +365,42 @@ class DeviceArray:
         return f"DeviceArray({self.name}, shape={self.shape}, dtype={self.dtype})"
 
 
-class _Engine:
-    """One deserialised engine with its execution context and IO description."""
+def _scratch_bytes(engine) -> int:
+    """Scratch (activation) memory one context of ``engine`` needs at most over its profile."""
+    size = getattr(engine, "device_memory_size_v2", None)  # TensorRT >= 10.1
+    if size is None:
+        size = engine.device_memory_size
+    return int(size)
 
-    def __init__(self, trt, runtime, path: Path, graph: str):
+
+class _Engine:
+    """One deserialised engine, its IO description and its execution contexts (one per shape set).
+
+    With ``ExecutionContextAllocationStrategy`` (TensorRT >= 10.0) every context is created
+    ``USER_MANAGED`` and given the engine's one scratch block (see the module docstring);
+    without it, a single context serves every shape set (graphs then die on alternation and the
+    thrash guard makes such keys eager).
+    """
+
+    def __init__(self, trt, runtime, path: Path, graph: str, cuda: _Cuda, max_contexts: int = MAX_CONTEXTS_PER_ENGINE):
         self.graph = graph
+        self._trt, self._cuda = trt, cuda
+        self.scratch, self.scratch_bytes = 0, 0
+        self.contexts: list = []
         data = path.read_bytes()
         self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise EngineError(f"TensorRT cannot deserialise {path} (built with another TensorRT version or GPU?)")
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise EngineError(f"TensorRT cannot create an execution context for {path} (out of GPU memory?)")
+        self.user_managed = hasattr(trt, "ExecutionContextAllocationStrategy")
+        if self.user_managed:
+            self.scratch_bytes = _scratch_bytes(self.engine)
+            self.scratch = cuda(cuda.rt.cudaMalloc(max(self.scratch_bytes, 1)), f"cudaMalloc({graph} scratch)")
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.dtype: dict[str, np.dtype] = {}
         self.min_shape: dict[str, tuple] = {}
         self.max_shape: dict[str, tuple] = {}
-        self.dynamic: set[str] = set()
+        self.dynamic: list[str] = []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             self.dtype[name] = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
@@ -297,64 +410,106 @@ class _Engine:
                 if any(d < 0 for d in shape):
                     mn, _, mx = self.engine.get_tensor_profile_shape(name, 0)
                     self.min_shape[name], self.max_shape[name] = tuple(mn), tuple(mx)
-                    self.dynamic.add(name)
+                    self.dynamic.append(name)
                 else:
                     self.min_shape[name] = self.max_shape[name] = shape
             else:
                 self.outputs.append(name)
-        self._shapes: dict[str, tuple] = {}
-        self._enqueued_shapes: tuple | None = None
-        self.epoch = 0  # changes when the context is enqueued with new shapes (see TensorRTBackend._launch)
-        self.set_shapes(self.max_shape)
+        self.slots = ShapeContexts(graph, max_contexts if (self.dynamic and self.user_managed) else 1)
+        self.addresses: dict[str, int] = {}
+        probe = self._new_context()  # becomes slot 0's context
+        self._set_shapes(probe, self.max_shape)
         for name in self.outputs:
-            self.max_shape[name] = tuple(self.context.get_tensor_shape(name))
+            self.max_shape[name] = tuple(probe.get_tensor_shape(name))
             if any(d < 0 for d in self.max_shape[name]):
                 raise EngineError(f"{graph}: output {name} has a data-dependent shape; not supported")
 
-    def set_shapes(self, shapes: dict[str, tuple]) -> None:
+    def _new_context(self):
+        trt = self._trt
+        if self.user_managed:
+            ctx = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if ctx is not None:
+                if hasattr(ctx, "set_device_memory"):  # TensorRT >= 10.1
+                    ctx.set_device_memory(self.scratch, self.scratch_bytes)
+                else:
+                    ctx.device_memory = self.scratch
+        else:
+            ctx = self.engine.create_execution_context()
+        if ctx is None:
+            raise EngineError(f"TensorRT cannot create an execution context for {self.graph} (out of GPU memory?)")
+        self.contexts.append(ctx)
+        for name, ptr in self.addresses.items():
+            self._bind(ctx, name, ptr)
+        return ctx
+
+    def _bind(self, ctx, name: str, ptr: int) -> None:
+        if not ctx.set_tensor_address(name, ptr):
+            raise EngineError(f"{self.graph}: TensorRT rejected the address of {name}")
+
+    def bind(self, addresses: dict[str, int]) -> None:
+        """Bind every IO tensor of every context (present and future) to its device buffer."""
+        self.addresses = {n: addresses[n] for n in self.inputs + self.outputs}
+        for ctx in self.contexts:
+            for name, ptr in self.addresses.items():
+                self._bind(ctx, name, ptr)
+
+    def _set_shapes(self, ctx, shapes: dict[str, tuple]) -> None:
         for name in self.dynamic:
             shape = tuple(int(d) for d in shapes[name])
-            if self._shapes.get(name) != shape:
-                if not self.context.set_input_shape(name, shape):
-                    raise EngineError(f"{self.graph}: TensorRT rejected shape {shape} for input {name}")
-                self._shapes[name] = shape
+            if not ctx.set_input_shape(name, shape):
+                raise EngineError(f"{self.graph}: TensorRT rejected shape {shape} for input {name}")
+        if self.user_managed and hasattr(ctx, "update_device_memory_size_for_shapes"):  # TensorRT >= 10.1
+            need = int(ctx.update_device_memory_size_for_shapes())
+            if need > self.scratch_bytes:
+                raise EngineError(f"{self.graph}: the context needs {need} bytes of scratch memory, "
+                                  f"more than the engine's {self.scratch_bytes}")
 
-    @property
-    def current_shapes(self) -> tuple:
-        return tuple(sorted(self._shapes.items()))
+    def select(self, shapes: dict[str, tuple]) -> ContextChoice:
+        """The context slot serving ``shapes`` (its input shapes are set when it is (re)assigned)."""
+        choice = self.slots.lookup(tuple((n, tuple(int(d) for d in shapes[n])) for n in self.dynamic))
+        while choice.slot >= len(self.contexts):
+            self._new_context()
+        if choice.assigned:
+            self._set_shapes(self.contexts[choice.slot], shapes)
+        return choice
 
-    def note_enqueue(self) -> None:
-        """Count enqueues with shapes other than the previous one's (TensorRT redoes shape set-up then)."""
-        shapes = self.current_shapes
-        if shapes != self._enqueued_shapes:
-            self._enqueued_shapes = shapes
-            self.epoch += 1
+    def output_shape(self, slot: int, name: str) -> tuple[int, ...]:
+        return tuple(self.contexts[slot].get_tensor_shape(name))
 
-    def output_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.context.get_tensor_shape(name))
+    def release(self) -> None:
+        """Contexts and engine go before the scratch block they use."""
+        self.contexts = []
+        self.engine = None
+        if self.scratch:
+            self._cuda.rt.cudaFree(self.scratch)
+            self.scratch = 0
 
 
 class TensorRTBackend:
     """SAM 2 on TensorRT engines built by ``sam2_ros.backends.tensorrt.build.build_engines``.
 
-    Not thread-safe: one thread calls it (the tracker's). Every call returns after the GPU
-    finished it (host results are ready); device results (:class:`DeviceArray`) stay valid
-    until the graph that produced them runs again.
+    One thread at a time calls it (any thread: each call makes ``device`` current there).
+    Every call returns after the GPU finished it (host results are ready); device results
+    (:class:`DeviceArray`) stay valid until the graph that produced them runs again.
 
     Args:
         manifest: the engine directory's manifest (``load_manifest(engine_dir)``).
         engine_dir: where the engines are (default: the manifest's directory).
         device: CUDA device index.
         use_cuda_graph: capture repeated call sequences into CUDA graphs (see module doc).
-        pin_host_memory: page-lock large long-lived host arrays (the memory bank) in place.
+        pin_host_memory: page-lock large long-lived host arrays (the memory bank) in place
+            (host device memory only).
         verify_engine_hashes: check each engine file against the manifest's sha256.
+        device_memory: where the memory bank and history live: ``"torch"`` (torch tensors on
+            ``cuda:<device>``, no per-frame bank or feature traffic), ``"host"`` (numpy, copied per
+            call), ``"auto"`` (default: torch when PyTorch is importable).
     """
 
     name = "tensorrt"
-    #: The bank stays in (page-locked, registered) host memory for now; its slices are copied to
-    #: the device per call. Device-resident bank storage for TensorRT is future work (needs a GPU).
+    #: Host storage by default; an instance with ``device_memory="torch"`` replaces it with torch
+    #: tensors on its GPU (see the module docstring).
     storage = HOST
-    #: pre- and post-processing on the host: the engines take host inputs and the bank is on the host
+    #: pre- and post-processing on the host: the engines take host frames
     imaging = HOST_IMAGING
 
     def __init__(
@@ -365,6 +520,7 @@ class TensorRTBackend:
         use_cuda_graph: bool = True,
         pin_host_memory: bool = True,
         verify_engine_hashes: bool = True,
+        device_memory: str = "auto",
     ):
         self.closed = True
         self.manifest = manifest
@@ -375,6 +531,7 @@ class TensorRTBackend:
                 f"{manifest.path} has no '{MANIFEST_KEY}' entry: {engine_dir} holds no TensorRT engines "
                 "(run `sam2-ros build` on the GPU that will run them)"
             )
+        memory_mode = resolve_device_memory(device_memory, _torch_importable())
         trt = _import_tensorrt()
         self._cuda = cuda = _Cuda()
         self.runtime_info = runtime_info(device)
@@ -387,6 +544,7 @@ class TensorRTBackend:
             )
         self.trt = trt
         self.device = device
+        self.device_memory = memory_mode
         self.use_cuda_graph = use_cuda_graph
         self.pin_host_memory = pin_host_memory
         self.entry = entry
@@ -396,21 +554,32 @@ class TensorRTBackend:
         self._stream_handle = int(self._stream)
         self._device_buffers: dict[str, int] = {}
         self._host_stage: dict[str, _HostStage] = {}
-        self._registered: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._register_failed: set[int] = set()
-        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
-        self._seen: OrderedDict[tuple, None] = OrderedDict()  # keys run once (capture on the next run)
-        self._uncapturable: set[tuple] = set()
+        self._pinned = PinnedOwners(self._pin, self._unpin, MAX_REGISTERED)
+        self._graphs = GraphBook(MAX_GRAPHS, MAX_INVALIDATIONS)
         self._generation: dict[str, int] = {}
+        self._shape_of: dict[str, tuple] = {}  # latest shape written to each device buffer
         self._constants: dict[tuple, np.ndarray] = {}
+        self._torch = None  # the torch interop module in torch device-memory mode
+        self._tensors: dict = {}  # name -> flat torch tensor backing the device buffer (torch mode)
+        self._keep: list = []  # temporaries read by enqueued copies, until the next synchronisation
+        self._torch_event = None
         self.closed = False
         try:
+            if memory_mode == "torch":
+                import sam2_ros.backends.tensorrt.torch_interop as torch_interop  # imports torch: this mode only
+
+                self._torch = torch_interop
+                try:
+                    self.storage = torch_interop.storage_for(device)
+                except RuntimeError as e:
+                    raise EngineError(f"device_memory='torch': {e}; use device_memory='host'") from e
+                self._torch_event = cuda(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreate")
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
             self.engines: dict[str, _Engine] = {}
             for g in GRAPH_NAMES:
                 path = engine_dir / entry["engines"][g].get("file", f"{g}.engine")
-                self.engines[g] = _Engine(trt, self._runtime, path, g)
+                self.engines[g] = _Engine(trt, self._runtime, path, g, cuda)
             self._check_io()
             self._allocate()
         except BaseException:
@@ -439,16 +608,19 @@ class TensorRTBackend:
                     raise EngineError(f"tensor {name} has different dtypes in different engines")
         self._dtype = dtypes
         for name, n in nbytes.items():
-            self._device_buffers[name] = cuda(rt.cudaMalloc(max(n, 1)), f"cudaMalloc({name}, {n} bytes)")
+            if self._torch is not None:  # torch's allocator on our device: torch reads and writes them in place
+                t = self.storage.zeros((max(n // dtypes[name].itemsize, 1),), dtypes[name].name)
+                self._tensors[name] = t
+                self._device_buffers[name] = int(t.data_ptr())
+            else:
+                self._device_buffers[name] = cuda(rt.cudaMalloc(max(n, 1)), f"cudaMalloc({name}, {n} bytes)")
             self._generation[name] = 0
             # every tensor may cross the host boundary (inputs from the tracker, outputs to it)
             ptr = cuda(rt.cudaHostAlloc(max(n, 1), rt.cudaHostAllocDefault), f"cudaHostAlloc({name})")
             view = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), (max(n, 1),))
             self._host_stage[name] = _HostStage(ptr, n, view)
         for eng in self.engines.values():
-            for name in eng.inputs + eng.outputs:
-                if not eng.context.set_tensor_address(name, self._device_buffers[name]):
-                    raise EngineError(f"{eng.graph}: TensorRT rejected the address of {name}")
+            eng.bind(self._device_buffers)
 
     @property
     def limits(self) -> ShapeLimits:
@@ -466,7 +638,18 @@ class TensorRTBackend:
         """Device memory of this backend's IO buffers (the same again is page-locked on the host)."""
         return sum(st.nbytes for st in self._host_stage.values())
 
+    @property
+    def scratch_bytes(self) -> int:
+        """Device scratch memory of the engines' contexts (one block per engine, shared by its contexts)."""
+        return sum(e.scratch_bytes for e in self.engines.values())
+
     # ------------------------------------------------------------ host <-> device
+    def _tensor_view(self, name: str, shape: tuple) -> Any:
+        if self._torch is None:
+            raise EngineError("torch views of TensorRT buffers need device_memory='torch'")
+        n = int(np.prod(shape, dtype=np.int64))
+        return self._tensors[name][:n].view(tuple(shape))
+
     def _stage(self, name: str, arr: np.ndarray) -> np.ndarray:
         """A typed view of ``name``'s page-locked staging buffer filled with ``arr``."""
         st = self._host_stage[name]
@@ -476,11 +659,25 @@ class TensorRTBackend:
         np.copyto(view, arr, casting="no")
         return view
 
+    def _pin(self, ptr: int, nbytes: int) -> bool:
+        rt = self._cuda.rt
+        err = rt.cudaHostRegister(ptr, nbytes, rt.cudaHostRegisterDefault)[0]
+        if err != self._cuda.ok:
+            log.warning("cudaHostRegister of a %d-byte host array failed (%s); staging it instead", nbytes, err)
+            return False
+        return True
+
+    def _unpin(self, ptr: int) -> None:
+        self._sync()
+        self._destroy(self._graphs.drop())  # graphs may read from this address
+        self._cuda.rt.cudaHostUnregister(ptr)
+
     def _registered_source(self, name: str, arr: np.ndarray) -> tuple[int, int, int, int] | None:
         """``(ptr, rows, row_bytes, pitch)`` if ``arr`` can be copied by DMA from page-locked memory.
 
         The array that owns ``arr``'s memory is registered once and kept alive (so its address
-        cannot be reused) until more than ``MAX_REGISTERED`` owners were seen.
+        cannot be reused) until more than ``MAX_REGISTERED`` owners were seen or nothing else
+        refers to it (see :class:`.bookkeeping.PinnedOwners`).
         """
         if not self.pin_host_memory or name not in REGISTER_NAMES or arr.nbytes < REGISTER_MIN_BYTES:
             return None
@@ -488,28 +685,10 @@ class TensorRTBackend:
         if layout is None:
             return None
         root = root_array(arr)
-        key = root.ctypes.data
-        if key not in self._registered:
-            if key in self._register_failed or not root.flags.c_contiguous:
-                return None
-            rt = self._cuda.rt
-            err = rt.cudaHostRegister(key, root.nbytes, rt.cudaHostRegisterDefault)[0]
-            if err != self._cuda.ok:
-                log.warning("cudaHostRegister of a %d-byte host array failed (%s); staging it instead", root.nbytes, err)
-                self._register_failed.add(key)
-                return None
-            self._registered[key] = root  # keeps the memory alive while registered
-            while len(self._registered) > MAX_REGISTERED:
-                self._unregister(next(iter(self._registered)))
-        self._registered.move_to_end(key)
+        if not root.flags.c_contiguous or not self._pinned.register(root):
+            return None
         rows, row_bytes, pitch = layout
         return arr.ctypes.data, rows, row_bytes, pitch
-
-    def _unregister(self, key: int) -> None:
-        self._sync()
-        self._drop_graphs()  # graphs may read from this address
-        self._cuda.rt.cudaHostUnregister(key)
-        self._registered.pop(key, None)
 
     def _upload(self, name: str, value, expected_dtype: np.dtype) -> tuple[tuple, Any, tuple]:
         """Prepare the copy of one input: ``(shape, copy op or None, graph-key part)``.
@@ -531,6 +710,10 @@ class TensorRTBackend:
             )
             self._generation[name] += 1
             return value.shape, op, ("d2d", value.name)
+        if self._torch is not None and self._torch.is_tensor(value):
+            value = self._torch.on_device(value, self.device)
+            if value is not None:
+                return self._device_source(name, value, expected_dtype)
         arr = np.asarray(value)
         if arr.dtype != expected_dtype:
             if np.can_cast(arr.dtype, expected_dtype, casting="same_kind") or arr.dtype == np.bool_:
@@ -554,6 +737,32 @@ class TensorRTBackend:
         )
         return arr.shape, op, ("stage", n)
 
+    def _device_source(self, name: str, t, expected_dtype: np.dtype) -> tuple[tuple, Any, tuple]:
+        """A torch tensor on our GPU (a bank view, history features): read in place, device to device."""
+        rt, tm = self._cuda.rt, self._torch
+        if tm.dtype_name(t) != expected_dtype.name:
+            t = tm.as_dtype(t, expected_dtype.name)
+        layout = pitched_layout(tuple(t.shape), tuple(t.stride()), t.element_size())
+        if layout is None:
+            t = t.contiguous()
+            layout = pitched_layout(tuple(t.shape), tuple(t.stride()), t.element_size())
+        shape, dst, src = tuple(int(d) for d in t.shape), self._device_buffers[name], int(t.data_ptr())
+        if layout is None:  # an empty tensor: nothing to copy
+            return shape, None, ("empty",)
+        rows, row_bytes, pitch = layout
+        if rows * row_bytes > self._host_stage[name].nbytes:
+            raise EngineError(f"{name}: {rows * row_bytes} bytes exceed the buffer allocated at the largest profile shape")
+        self._generation[name] += 1
+        if src == dst and rows == 1:  # already our buffer (a view of it)
+            return shape, None, ("device", name)
+        self._keep.append(t)  # a temporary (cast / contiguous copy) must outlive the enqueued copy
+        op = lambda: self._cuda(  # noqa: E731
+            rt.cudaMemcpy2DAsync(dst, row_bytes, src, pitch, row_bytes, rows,
+                                 rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self._stream),
+            f"copy into {name}",
+        )
+        return shape, op, ("dev", src, pitch, rows, row_bytes)
+
     def _download_op(self, name: str, shape: tuple):
         rt = self._cuda.rt
         n = int(np.prod(shape, dtype=np.int64)) * self._dtype[name].itemsize
@@ -568,22 +777,31 @@ class TensorRTBackend:
 
     def _download(self, arr: DeviceArray) -> np.ndarray:
         arr.check(self)
+        self._cuda.use_device(self.device)
         self._download_op(arr.name, arr.shape)()
         self._sync()
         return self._host_copy(arr.name, arr.shape)
 
     def _sync(self) -> None:
         self._cuda(self._cuda.rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        self._keep.clear()
 
+    def _after_torch(self) -> None:
+        """Order this stream after the work torch enqueued so far (bank and history writes)."""
+        if self._torch is None:
+            return
+        rt, cuda = self._cuda.rt, self._cuda
+        cuda(rt.cudaEventRecord(self._torch_event, self._torch.current_stream(self.device)), "cudaEventRecord")
+        cuda(rt.cudaStreamWaitEvent(self._stream, self._torch_event, 0), "cudaStreamWaitEvent")
 
     # ----------------------------------------------------------------- running
-    def _enqueue_op(self, graph: str):
+    def _enqueue_op(self, graph: str, slot: int):
         eng = self.engines[graph]
+        ctx = eng.contexts[slot]
 
         def op():
-            if not eng.context.execute_async_v3(self._stream_handle):
+            if not ctx.execute_async_v3(self._stream_handle):
                 raise EngineError(f"TensorRT failed to enqueue the {graph} engine (see the TensorRT log)")
-            eng.note_enqueue()
 
         return op
 
@@ -596,11 +814,11 @@ class TensorRTBackend:
                 "Rebuild the engines with larger limits (sam2-ros build --max-objects / --max-points / --cond-slots)"
             )
 
-    def _prepare(self, graph: str, feeds: dict, produced: dict[str, _Engine]) -> tuple[list, tuple]:
-        """Copies of ``graph``'s inputs + its launch; returns (ops, key part).
+    def _prepare(self, graph: str, feeds: dict, produced: dict[str, tuple]) -> tuple[list, tuple, tuple]:
+        """Copies of ``graph``'s inputs + its launch; returns (ops, key part, context dep).
 
-        ``produced`` maps tensor names written earlier in the same sequence to their engine:
-        a :class:`Chained` feed reads that buffer in place.
+        ``produced`` maps tensor names written earlier in the same sequence to their output
+        shape: a :class:`Chained` feed reads that buffer in place.
         """
         eng = self.engines[graph]
         ops, key, shapes = [], [graph], {}
@@ -611,7 +829,7 @@ class TensorRTBackend:
             if isinstance(value, Chained):
                 if value.name != name or name not in produced:
                     raise EngineError(f"{graph}: {name} is not produced earlier in this sequence")
-                shape, op, src_key = produced[name].output_shape(name), None, ("chained",)
+                shape, op, src_key = produced[name], None, ("chained",)
             else:
                 shape, op, src_key = self._upload(name, value, eng.dtype[name])
             self._check_shape(graph, name, shape)
@@ -619,41 +837,32 @@ class TensorRTBackend:
             if op is not None:
                 ops.append(op)
             key.append((name, tuple(shape), src_key))
-        eng.set_shapes(shapes)
-        ops.append(self._enqueue_op(graph))
+        choice = eng.select(shapes)
+        if choice.assigned and choice.generation > 0:  # the slot had other shapes: its graphs are dead
+            self._destroy(self._graphs.drop_dependents((graph, choice.slot, choice.generation - 1)))
+        ops.append(self._enqueue_op(graph, choice.slot))
         for name in eng.outputs:
             self._generation[name] += 1
-            produced[name] = eng
-        return ops, tuple(key)
+            produced[name] = eng.output_shape(choice.slot, name)
+        return ops, tuple(key), eng.slots.dep(choice.slot)
 
-    def _launch(self, key: tuple, ops: list) -> None:
-        """Run ``ops`` on the stream: eagerly, or through a CUDA graph captured for ``key``.
-
-        A graph is replayed only while every engine in it is still in the shape state of the
-        capture: an eager enqueue of the same context with other shapes in between (a prompt
-        for one object between tracking frames) may redo TensorRT's shape-dependent set-up
-        that the graph relies on, so such a graph is dropped and captured again.
-        """
+    def _launch(self, key: tuple, deps: tuple, ops: list) -> None:
+        """Run ``ops`` on the stream: eagerly, or through a CUDA graph captured for ``key`` on
+        the context generations ``deps`` (see :class:`.bookkeeping.GraphBook`)."""
         rt, cuda = self._cuda.rt, self._cuda
-        if not self.use_cuda_graph or key in self._uncapturable:
+        if not self.use_cuda_graph:
             for op in ops:
                 op()
             return
-        engines = [self.engines[k[0]] for k in key]
-        if key in self._graphs:
-            graph, exe, epochs = self._graphs[key]
-            if epochs == tuple(e.epoch for e in engines):
-                self._graphs.move_to_end(key)
-                cuda(rt.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")
-                return
-            self._destroy_graph(key)
-        # eager run; it is also the enqueue with exactly these shapes that TensorRT needs before a capture
+        action, dead = self._graphs.decide(key, deps)
+        self._destroy(dead)
+        if action == GraphBook.REPLAY:
+            cuda(rt.cudaGraphLaunch(self._graphs.handle(key)[1], self._stream), "cudaGraphLaunch")
+            return
+        # eager run; the first one is also the enqueue with these shapes that TensorRT needs before a capture
         for op in ops:
             op()
-        if key not in self._seen:
-            self._seen[key] = None
-            while len(self._seen) > 4 * MAX_GRAPHS:
-                self._seen.popitem(last=False)
+        if action != GraphBook.CAPTURE:
             return
         self._sync()
         graph = None
@@ -668,51 +877,56 @@ class TensorRTBackend:
             exe = cuda(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         except EngineError as e:
             log.warning("CUDA graph capture of %s failed (%s); it runs eagerly from now on", key[0][0], e)
-            self._uncapturable.add(key)
+            self._graphs.failed(key)
             if graph is not None:
                 rt.cudaGraphDestroy(graph)
             return
-        self._graphs[key] = (graph, exe, tuple(e.epoch for e in engines))
-        while len(self._graphs) > MAX_GRAPHS:
-            self._destroy_graph(next(iter(self._graphs)))
+        self._destroy(self._graphs.captured(key, deps, (graph, exe)))
 
-    def _destroy_graph(self, key: tuple) -> None:
-        graph, exe, _ = self._graphs.pop(key)
-        self._cuda.rt.cudaGraphExecDestroy(exe)
-        self._cuda.rt.cudaGraphDestroy(graph)
+    def _destroy(self, handles: list) -> None:
+        for graph, exe in handles:
+            self._cuda.rt.cudaGraphExecDestroy(exe)
+            self._cuda.rt.cudaGraphDestroy(graph)
 
-    def _drop_graphs(self) -> None:
-        for key in list(self._graphs):
-            self._destroy_graph(key)
-
-    def _run(self, steps: list[tuple[str, dict]], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run graphs in order on one stream, then copy ``outputs`` to the host."""
+    def _run(self, steps: list[tuple[str, dict]], outputs: list[str]) -> dict[str, Any]:
+        """Run graphs in order on one stream, then return ``outputs`` (host arrays; device
+        tensors with torch device memory)."""
         if self.closed:
             raise EngineError("the TensorRT backend was closed")
-        ops, key, produced = [], [], {}
+        self._cuda.use_device(self.device)  # before any copy or enqueue, in whichever thread calls
+        ops, key, deps, produced = [], [], [], {}
         for graph, feeds in steps:
-            o, k = self._prepare(graph, feeds, produced)
+            o, k, d = self._prepare(graph, feeds, produced)
             ops += o
             key.append(k)
+            deps.append(d)
         for name in outputs:
             if name not in produced:
                 raise EngineError(f"{name} is not an output of {[g for g, _ in steps]}")
-        shapes = {name: produced[name].output_shape(name) for name in outputs}
-        ops += [self._download_op(name, shapes[name]) for name in outputs]
-        self._launch(tuple(key), ops)
+        self._shape_of.update(produced)
+        if self._torch is None:
+            ops += [self._download_op(name, produced[name]) for name in outputs]
+        self._after_torch()
+        self._launch(tuple(key), tuple(deps), ops)
         self._sync()
-        return {name: self._host_copy(name, shapes[name]) for name in outputs}
+        if self._torch is not None:  # device copies, on torch's stream after our synchronisation
+            return {name: self._tensor_view(name, produced[name]).clone() for name in outputs}
+        return {name: self._host_copy(name, produced[name]) for name in outputs}
 
-    def _device_array(self, graph: str, name: str) -> DeviceArray:
-        return DeviceArray(self, name, self.engines[graph].output_shape(name), self._dtype[name])
+    def _device_array(self, name: str) -> DeviceArray:
+        return DeviceArray(self, name, self._shape_of[name], self._dtype[name])
 
     # ---------------------------------------------------------------- protocol
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        """Features as :class:`DeviceArray` values (with torch device memory the history copies
+        them device-to-device through :attr:`DeviceArray.tensor`)."""
         self._run([("image_encoder", IMAGE_ENCODER.feeds(image))], outputs=[])
-        return ImageFeatures(*(self._device_array("image_encoder", n) for n in IMAGE_ENCODER.outputs))
+        return ImageFeatures(*(self._device_array(n) for n in IMAGE_ENCODER.outputs))
 
-    def frame_embedding(self, feats: ImageFeatures) -> np.ndarray:
-        return np.asarray(feats.image_embed)
+    def frame_embedding(self, feats: ImageFeatures):
+        """``feats.image_embed`` as it is (a :class:`DeviceArray` of the current frame, or a
+        history buffer): :meth:`decode` copies it into ``pix_feat`` on the device."""
+        return feats.image_embed
 
     def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid) -> DeviceArray:
         """-> pix_feat [B,256,h,w] as a :class:`DeviceArray`: it stays on the GPU for :meth:`decode`."""
@@ -721,7 +935,7 @@ class TensorRTBackend:
                 feats.image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid))],
             outputs=[],
         )
-        return self._device_array("memory_attention", "pix_feat")
+        return self._device_array("pix_feat")
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._run(
@@ -730,14 +944,14 @@ class TensorRTBackend:
         )
         return DecoderOutput(*(out[n] for n in MASK_DECODER.outputs))
 
-    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits) -> np.ndarray:
+    def encode_memory(self, feats, low_res_masks, binarize, object_score_logits):
         return self._run(
             [("memory_encoder", MEMORY_ENCODER.feeds(feats.image_embed, low_res_masks, binarize, object_score_logits))],
             outputs=list(MEMORY_ENCODER.outputs),
         )["maskmem"]
 
     # ------------------------------------------------------- fused tracking step
-    def track_step(self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool) -> tuple[DecoderOutput, np.ndarray]:
+    def track_step(self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool) -> tuple[DecoderOutput, Any]:
         """Memory attention + decoder without prompt + memory encoder for ``n`` tracked objects, in one launch.
 
         Computes what ``attend_memory`` -> ``decode(no_mem=0, no points (label -1), no mask input,
@@ -777,24 +991,34 @@ class TensorRTBackend:
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
-        """Free graphs, engines, device and page-locked memory and the stream. Safe to call twice."""
+        """Free graphs, contexts, engines, device and page-locked memory and the stream. Safe to call twice."""
         if self.closed:
             return
         self.closed = True
         rt = self._cuda.rt
+        try:
+            self._cuda.use_device(self.device)
+        except EngineError:
+            pass
         rt.cudaStreamSynchronize(self._stream)
-        for key in list(self._graphs):
-            self._destroy_graph(key)
-        self.engines = {}  # contexts and engines go before the memory they were bound to
-        for key in list(self._registered):
-            rt.cudaHostUnregister(key)
-        self._registered.clear()
-        for ptr in self._device_buffers.values():
-            rt.cudaFree(ptr)
+        self._destroy(self._graphs.drop())
+        for eng in getattr(self, "engines", {}).values():  # contexts and engines go before their memory
+            eng.release()
+        self.engines = {}
+        for ptr in self._pinned.clear():
+            rt.cudaHostUnregister(ptr)
+        if self._torch is None:
+            for ptr in self._device_buffers.values():
+                rt.cudaFree(ptr)
+        self._tensors.clear()  # torch's allocator takes them back
         for st in self._host_stage.values():
             rt.cudaFreeHost(st.ptr)
         self._device_buffers.clear()
         self._host_stage.clear()
+        self._keep.clear()
+        if self._torch_event is not None:
+            rt.cudaEventDestroy(self._torch_event)
+            self._torch_event = None
         rt.cudaStreamDestroy(self._stream)
 
     def __enter__(self) -> "TensorRTBackend":

@@ -19,15 +19,24 @@ must stay FP32. :func:`precision_plan` picks them by inspecting the ONNX graph (
 * ``constant``: nodes computed from constants only (TensorRT folds them; FP32 keeps the
   folded values exact).
 
-Two ways to apply the plan, chosen by the TensorRT version (``precision_mode="auto"``):
+Two ways to apply the plan, chosen by the TensorRT version (``precision_mode="auto"``,
+:func:`choose_precision`):
 
-* ``weak`` (TensorRT 10.x; JetPack 6 ships 10.3): the FP32 ONNX is parsed, ``BuilderFlag.FP16``
+* ``weak`` (TensorRT < 10.12; JetPack 6 ships 10.3): the FP32 ONNX is parsed, ``BuilderFlag.FP16``
   is set and the planned layers get ``ILayer.precision`` / ``set_output_type`` FP32 with
   ``OBEY_PRECISION_CONSTRAINTS`` (or ``PREFER``).
-* ``strong`` (required from TensorRT 11, where weak typing and those flags are removed; also
-  valid on 10.x): :func:`mixed_precision_model` rewrites the ONNX graph itself into FP16 with
-  the planned nodes in FP32 and explicit ``Cast`` nodes, I/O kept FP32, and the network is
-  parsed strongly typed. The rewritten graph runs in ONNX Runtime, so it is checked on CPU.
+* ``strong`` (TensorRT >= 10.12, where weak typing is deprecated, and required from 11, where it
+  is removed; also valid on older 10.x when asked for): :func:`mixed_precision_model` rewrites
+  the ONNX graph itself into FP16 with the planned nodes in FP32 and explicit ``Cast`` nodes,
+  I/O kept FP32, and the network is created ``STRONGLY_TYPED``. The rewritten graph runs in ONNX
+  Runtime, so it is checked on CPU. FP32 engines are strongly typed from 10.12 too (an FP32
+  graph parsed strongly typed is FP32).
+
+Device and memory: the builder makes ``--device`` current (``cudaSetDevice``) before creating
+``trt.Builder``, so engines are tuned on the GPU that will run them. The default workspace
+limit depends on that GPU's memory (:func:`default_workspace_gb`: 1 GiB on 8 GB Jetsons, whose
+memory is shared with the CPU). A timing cache that TensorRT refuses (another TensorRT or GPU)
+is reported and replaced by a fresh one.
 
 Optimisation profiles (one per engine): objects 1..``max_objects``, points 1..``max_points``,
 memory slots ``recent``..``recent + cond_slots`` and pointer slots ``ptr_recent``..
@@ -50,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.tensorrt.backend import MANIFEST_KEY, runtime_info
+from sam2_ros.backends.tensorrt.backend import MANIFEST_KEY, _Cuda, runtime_info
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import GRAPH_NAMES
 from sam2_ros.manifest import MANIFEST_NAME, file_sha256
@@ -552,7 +561,7 @@ def write_engine_manifest(onnx_dir: str | Path, out_dir: str | Path, entry: dict
 class BuildOptions:
     fp16: bool = True
     limits: BuildLimits = field(default_factory=BuildLimits)
-    workspace_gb: float = 4.0
+    workspace_gb: float | None = None  # None: default_workspace_gb of the device's memory
     timing_cache: str | Path | None = None
     precision_mode: str = "auto"  # auto | weak | strong
     precision_constraints: str = "obey"  # obey | prefer (weak mode)
@@ -570,18 +579,74 @@ def _import_tensorrt():
     return trt
 
 
-def _resolve_mode(trt, opts: BuildOptions) -> str:
-    if not opts.fp16:
-        return "fp32"
-    has_weak = hasattr(trt.BuilderFlag, "FP16")
-    mode = opts.precision_mode
-    if mode == "auto":
-        mode = "weak" if has_weak else "strong"
-    if mode == "weak" and not has_weak:
-        raise EngineError(f"TensorRT {trt.__version__} has no weak typing (BuilderFlag.FP16); use precision_mode='strong'")
-    if mode not in ("weak", "strong"):
-        raise ValueError(f"precision_mode must be auto, weak or strong, got {opts.precision_mode!r}")
-    return mode
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(version).split(".")[:3]:
+        m = re.match(r"\d+", p)
+        parts.append(int(m.group()) if m else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+#: From this TensorRT version on, networks are created strongly typed (weak typing is deprecated).
+STRONG_TYPING_FROM = (10, 12)
+#: TensorRT versions from this one on have no weak typing at all.
+WEAK_TYPING_REMOVED = (11, 0)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """How one build applies its precision: the mode recorded in the manifest and the TensorRT flags."""
+
+    mode: str  # fp32 | weak | strong
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    fp16_flag: bool  # BuilderFlag.FP16 (+ precision constraints on the planned layers)
+
+
+def choose_precision(trt_version: str, fp16: bool = True, requested: str = "auto") -> PrecisionChoice:
+    """Precision mode and network flags for TensorRT ``trt_version``.
+
+    ``auto``: strongly typed from 10.12 (weak typing is deprecated there and removed in 11),
+    weak typing with ``BuilderFlag.FP16`` before (JetPack 6's 10.3). ``weak`` / ``strong`` force
+    a mode; ``weak`` on TensorRT 11+ is an error.
+    """
+    if requested not in ("auto", "weak", "strong"):
+        raise ValueError(f"precision_mode must be auto, weak or strong, got {requested!r}")
+    v = _version_tuple(trt_version)
+    strong_default = v >= STRONG_TYPING_FROM
+    if not fp16:
+        return PrecisionChoice("fp32", strongly_typed=strong_default, fp16_flag=False)
+    mode = requested if requested != "auto" else ("strong" if strong_default else "weak")
+    if mode == "weak" and v >= WEAK_TYPING_REMOVED:
+        raise EngineError(f"TensorRT {trt_version} has no weak typing (BuilderFlag.FP16); use precision_mode='strong'")
+    return PrecisionChoice(mode, strongly_typed=mode == "strong", fp16_flag=mode == "weak")
+
+
+def default_workspace_gb(total_memory_bytes: int) -> float:
+    """Default TensorRT workspace limit for a GPU with ``total_memory_bytes`` of memory.
+
+    1 GiB up to 8 GiB (Jetson Orin Nano / NX 8 GB: memory shared with the CPU and the ROS
+    stack), 2 GiB up to 16 GiB, 4 GiB above.
+    """
+    gib = total_memory_bytes / (1 << 30)
+    if gib <= 8.5:  # "8 GB" boards report a little under or over 8 GiB
+        return 1.0
+    if gib <= 16.5:
+        return 2.0
+    return 4.0
+
+
+def _attach_timing_cache(config, blob: bytes, cache=None):
+    """Give ``config`` the timing cache (created from ``blob`` once); a cache TensorRT refuses
+    (built by another TensorRT or on another GPU) is replaced by a fresh one, with a warning."""
+    if cache is None:
+        cache = config.create_timing_cache(blob)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    log.warning("TensorRT refused the timing cache (another TensorRT version or GPU?); starting a fresh one")
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EngineError("TensorRT refused a fresh timing cache")
+    return cache
 
 
 _ONNX_LAYER_RE = re.compile(r"ONNX Layer:\s*([^\]\x1e\n]+)")
@@ -641,7 +706,7 @@ def build_engines(
     out_dir: str | Path,
     fp16: bool = True,
     limits: BuildLimits | None = None,
-    workspace_gb: float = 4.0,
+    workspace_gb: float | None = None,
     timing_cache: str | Path | None = None,
     **options,
 ) -> dict:
@@ -663,7 +728,12 @@ def build_engines(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((onnx_dir / MANIFEST_NAME).read_text())
     info = runtime_info(opts.device)
-    mode = _resolve_mode(trt, opts)
+    precision = choose_precision(trt.__version__, opts.fp16, opts.precision_mode)
+    mode = precision.mode
+    if opts.workspace_gb is None:
+        opts.workspace_gb = default_workspace_gb(int(info["gpu_memory_mb"]) << 20)
+    cuda = _Cuda()
+    cuda(cuda.rt.cudaSetDevice(opts.device), f"cudaSetDevice({opts.device})")  # the builder tunes on this GPU
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     runtime = trt.Runtime(logger)
@@ -683,7 +753,7 @@ def build_engines(
             parse_path = out_dir / f"{g}.fp16.onnx"
             onnx.save(mixed_precision_model(model, plan), str(parse_path))
         flags = 0
-        if mode == "strong" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        if precision.strongly_typed:
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -695,16 +765,14 @@ def build_engines(
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         config.builder_optimization_level = opts.optimization_level
         precision_info = {}
-        if mode == "weak":
+        if precision.fp16_flag:
             config.set_flag(trt.BuilderFlag.FP16)
             constraint = {"obey": "OBEY_PRECISION_CONSTRAINTS", "prefer": "PREFER_PRECISION_CONSTRAINTS"}[opts.precision_constraints]
             config.set_flag(getattr(trt.BuilderFlag, constraint))
             precision_info = _apply_weak_precision(trt, network, model, plan)
         elif mode == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # an FP32 engine is the accuracy reference
-        if cache is None:
-            cache = config.create_timing_cache(cache_blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        cache = _attach_timing_cache(config, cache_blob, cache)
         prof = profile_shapes(manifest, g, opts.limits)
         net_inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
         lacking = [n for n, s in net_inputs.items() if any(d < 0 for d in s) and n not in prof]
@@ -769,12 +837,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-points", type=int, default=d.max_points, help="most prompt points (a box is 2)")
     ap.add_argument("--cond-slots", type=int, default=d.cond_slots, help="prompted frames kept per object")
     ap.add_argument("--opt-objects", type=int, default=d.opt_objects, help="object count the kernels are tuned for")
-    ap.add_argument("--workspace-gb", type=float, default=4.0)
+    ap.add_argument("--workspace-gb", type=float, default=None,
+                    help="TensorRT workspace limit (default: 1 on 8 GB GPUs such as Jetson Orin, 2 up to 16 GB, else 4)")
     ap.add_argument("--timing-cache", default=None)
     ap.add_argument("--precision-mode", choices=("auto", "weak", "strong"), default="auto")
     ap.add_argument("--fp16-softmax", action="store_true", help="let Softmax run in FP16 (may allow fused attention)")
     ap.add_argument("--optimization-level", type=int, default=3)
-    ap.add_argument("--device", type=int, default=0)
+    ap.add_argument("--device", type=int, default=0, help="CUDA device to build (and tune) the engines on")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reasons = DEFAULT_FP32_REASONS - ({"softmax"} if a.fp16_softmax else set())
