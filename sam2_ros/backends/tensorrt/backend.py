@@ -501,15 +501,16 @@ class TensorRTBackend:
             (host device memory only).
         verify_engine_hashes: check each engine file against the manifest's sha256.
         device_memory: where the memory bank and history live: ``"torch"`` (torch tensors on
-            ``cuda:<device>``, no per-frame bank or feature traffic), ``"host"`` (numpy, copied per
-            call), ``"auto"`` (default: torch when PyTorch is importable).
+            ``cuda:<device>``, no per-frame bank or feature traffic; frames are resized and masks
+            rendered on the GPU by :class:`TorchImaging`), ``"host"`` (numpy, copied per call;
+            PIL/OpenCV on the host), ``"auto"`` (default: torch when PyTorch is importable).
     """
 
     name = "tensorrt"
     #: Host storage by default; an instance with ``device_memory="torch"`` replaces it with torch
     #: tensors on its GPU (see the module docstring).
     storage = HOST
-    #: pre- and post-processing on the host: the engines take host frames
+    #: pre- and post-processing on the host; ``device_memory="torch"`` replaces it with the GPU path
     imaging = HOST_IMAGING
 
     def __init__(
@@ -571,6 +572,10 @@ class TensorRTBackend:
                 self._torch = torch_interop
                 try:
                     self.storage = torch_interop.storage_for(device)
+                    # pre/post-processing on the GPU too: the frame goes up as uint8, the resized
+                    # input is read by the image encoder in place (``_device_source``), masks are
+                    # rendered from the bank's device logits
+                    self.imaging = torch_interop.imaging_for(device)
                 except RuntimeError as e:
                     raise EngineError(f"device_memory='torch': {e}; use device_memory='host'") from e
                 self._torch_event = cuda(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreate")

@@ -37,6 +37,14 @@ def storage_for(device: int) -> TensorRTTorchStorage:
     return TensorRTTorchStorage(torch.device("cuda", device))
 
 
+def imaging_for(device: int):
+    """Frame resize and mask rendering on ``cuda:device`` (:class:`TorchImaging`): the uint8 frame
+    goes up once and the engines read the model input in place; only what is read comes down."""
+    from sam2_ros.backends.torch_backend.imaging import TorchImaging
+
+    return TorchImaging(torch.device("cuda", device))
+
+
 def is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
