@@ -1203,8 +1203,11 @@ def retune_tensorrt(contenders: list[Contender], ctx: RunContext, n_objects: int
             continue
         c.close()
         ctx.device.empty_cache()
+        before, t0 = ctx.device.used(), time.perf_counter()
         try:
-            contenders[k] = open_contender("tensorrt", ctx, n_objects)
+            contenders[k] = opened = open_contender("tensorrt", ctx, n_objects)
+            ctx.device.sync()
+            opened.load_s, opened.load_device_mb = time.perf_counter() - t0, (ctx.device.used() - before) / 2**20
         except Exception as e:  # noqa: BLE001 - recorded as the reason
             reason = f"reopening on the engines for {n_objects} objects failed: {type(e).__name__}: {e}"
             skipped.append({"model": ctx.model, "image_size": ctx.image_size, "backend": c.name, "reason": reason})
