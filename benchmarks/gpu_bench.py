@@ -2,15 +2,20 @@
 
 What it measures, for each model, image size and object count (a *cell*):
 
-* per-frame latency (median, p99, p99/median), FPS and device memory of every contender:
-  ours, :class:`~sam2_ros.tracker.Tracker` on the torch backend in fp32 / bf16 / fp16, on
-  ONNX Runtime CUDA and on TensorRT FP16 (each only where it is installed: a skipped contender
-  is listed with the reason), and the official ``SAM2VideoPredictor`` eager under bf16
-  autocast (as its README runs it) and with ``vos_optimized=True`` (``torch.compile``);
+* per-frame latency (median, p99, p99/median), FPS and memory of every contender: ours,
+  :class:`~sam2_ros.tracker.Tracker` on the torch backend in fp32 / bf16 / fp16, on ONNX Runtime
+  CUDA and on TensorRT FP16 (each only where it is installed: a skipped contender is listed with
+  the reason), and the official ``SAM2VideoPredictor`` eager under bf16 autocast (as its README
+  runs it) and with ``vos_optimized=True`` (``torch.compile``);
+* engine-only time of ours on torch and TensorRT (``engine_median_ms``): per frame, the summed
+  time of the backend's graph calls (``encode_image``, ``track_step``, ``attend_memory``,
+  ``decode``, ``encode_memory``, wrapped on the backend by :class:`EngineTimer`; a nested call
+  counts once), by CUDA events on the stream the backend enqueues on (perf_counter in a CPU smoke
+  run, labelled so in ``engine_clock``), next to the end-to-end ``median_ms``;
 * the analytic floor: the frame's FLOPs (:mod:`sam2_ros_export.flops`) at the matrix throughput
   measured on this GPU in the row's precision, and the fraction of it each row reaches;
 * memory flatness: one long cell (``--long-run-frames``, tiny @ 1024 with 8 objects by
-  default) with device memory sampled along the stream;
+  default), its retained device memory sampled along the stream;
 * parity: on ``--parity-frames`` frames of a real clip with 2+ clicked objects, each of our
   contenders against the official predictor in fp32 on the same device with its own hole
   filling (mean IoU, minimum IoU, object-score sign agreement).
@@ -23,8 +28,44 @@ timed alone between two ``torch.cuda.synchronize()`` calls; the first ``--warmup
 camera frame and preprocesses it inside its timed step; the official predictor gets its frames
 preprocessed by its own loader before the run, already on the device (its default), so the
 comparison is conservative for ours. Every contender's masks are copied to the host each frame.
-CPU threads are fixed (``--threads``) for PyTorch and ONNX Runtime (whose idle threads do not
-spin). Writes ``RESULTS.md``, ``results_gpu.json`` and ``results_gpu.png`` into ``--out``.
+The official predictor's ``init_state``, clicks and steps all run under its autocast. CPU threads
+are fixed (``--threads``) for PyTorch and ONNX Runtime (whose idle threads do not spin). Python's
+GC is paused for the timed frames (:func:`gc_paused`: collect, freeze, disable after the warm-up;
+enable, unfreeze, collect after the cell), so that collections of the official predictor's
+per-frame outputs do not land in another contender's step. fp32 matmuls and cuDNN convolutions
+run without TF32 unless ``--tf32`` (set explicitly through ``fp32_precision``, else
+``allow_tf32``; recorded in the meta). TensorRT engines are built per benchmarked object count
+(``opt_objects`` = that count, ``max_objects`` = the most any cell or the parity check tracks,
+one timing cache; :func:`engine_build_plan`) on the ``--device`` index, which the TensorRT
+backend also runs on; each TensorRT row records ``engine_opt_objects``. Writes ``RESULTS.md``,
+``results_gpu.json`` and ``results_gpu.png`` into ``--out``.
+
+Memory, sampled the same way for every contender (:class:`ContenderMemory`,
+:class:`MemoryLedger`). The contenders share one process and take turns, so a counter includes
+every contender's memory; only its change while one contender runs is that contender's. Each
+contender's counters are sampled, after a device synchronisation, just before and after the
+opening of its stream (its tracker; the official ``init_state`` and clicks) and each of its steps;
+the change over such an interval is charged to it, and what it *holds* is the sum of its charges
+since its baseline (the counter just before its stream opened, PyTorch's cache emptied first).
+
+* ``peak_device_mb``: the most it held at any sample by the device-level used memory
+  (``torch.cuda.mem_get_info``: total - free; a CPU smoke run: the process RSS). For caching
+  allocators (PyTorch, ONNX Runtime's arena, TensorRT's context memory) that is the high-water
+  mark; a transient ``cudaMalloc`` freed inside one step is not seen.
+* ``retained_device_mb``: what it held by the same counter after its last step, before its
+  stream was closed: the stream's steady-state footprint (the weights, loaded before the cell,
+  are ``load_device_mb``). ``retained_growth_device_mb``: its change from the first timed frame to
+  the last; ``mem_samples`` its series (the long-run plot and the flatness target).
+* ``torch_peak_allocated_mb`` / ``torch_peak_reserved_mb`` (torch-based contenders on CUDA): what
+  it held by ``memory_allocated`` / ``memory_reserved`` plus the step's excursion above the
+  step's start (``max_memory_allocated`` / ``max_memory_reserved`` after
+  ``reset_peak_memory_stats`` before each step), the highest over its opening and steps.
+* ``memory_counters``: per row, the counter each column came from.
+
+Caveat: the torch-based contenders share PyTorch's cache; one that reuses blocks another freed
+into it does not raise the device's used memory and is not charged for them (the allocated
+column is immune; ``--backends X`` runs one alone); the device-level counter also sees other
+processes on the device.
 
 On a GPU machine, from the repository root, with what the export toolchain needs (PyTorch
 with CUDA, the official ``sam2`` package with hydra-core, omegaconf and iopath, onnx,
@@ -72,7 +113,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -94,7 +135,34 @@ DEFAULT_BACKENDS = OUR_BACKENDS + ("official-bf16", "official-vos")
 #: The precision each contender computes in (the floor uses the matmul rate of that precision).
 PRECISION = {"tensorrt": "fp16", "onnxruntime-cuda": "fp32", "torch-fp32": "fp32", "torch-bf16": "bf16",
              "torch-fp16": "fp16", "official-bf16": "bf16", "official-vos": "bf16", "official-fp32": "fp32"}
+#: Contenders whose backend graph calls are timed (``engine_median_ms``), and why the others are not.
+ENGINE_TIMED = TORCH_CONTENDERS + ("tensorrt",)
+ENGINE_UNTIMED = {"onnxruntime-cuda": "ONNX Runtime enqueues on its own stream, which it does not expose",
+                  **{b: "the official predictor has no backend calls to wrap" for b in OFFICIAL_BACKENDS}}
 SMOKE_LABEL = "CPU smoke run: not a GPU measurement"
+#: The memory columns, as RESULTS.md states them (the module docstring says the same).
+MEMORY_DEFINITIONS = (
+    "Memory columns, sampled the same way for every contender: around the opening of the contender's stream "
+    "(its tracker, or the official init_state and clicks) and around each of its steps, after a device "
+    "synchronisation, when only it has run since the previous sample. Every change of a counter in such an "
+    "interval is charged to that contender; what it *holds* is the sum of its charges since its baseline (the "
+    "counter just before its stream was opened, PyTorch's cache emptied first). **peak device MB**: the most it "
+    "held at any sample, by the device-level used memory (cudaMemGetInfo total - free; a CPU smoke run: the "
+    "process RSS): a caching allocator's high-water mark, not a transient cudaMalloc/cudaFree inside one step. "
+    "**retained device MB**: what it held after its last step, before its stream was closed (the stream's "
+    "steady-state footprint; the model's weights are not in it). **growth MB**: retained from the first timed "
+    "frame to the last (the long run's flatness). **torch peak allocated / reserved MB** (torch-based contenders "
+    "on CUDA): what it held by PyTorch's memory_allocated / memory_reserved plus the step's excursion above its "
+    "start (max_memory_allocated / max_memory_reserved after reset_peak_memory_stats before each step), the "
+    "highest over its steps. Caveat: torch-based contenders share one PyTorch cache; one that reuses blocks "
+    "another freed into it does not raise the device's used memory and is not charged for them (the allocated "
+    "column is not affected: run a contender alone, --backends X, for an unshared device figure); the "
+    "device-level counter also sees other processes on the device.")
+ENGINE_TIME_DEFINITION = (
+    "engine median ms: per frame, the summed time of the backend's graph calls (encode_image, track_step, "
+    "attend_memory, decode, encode_memory; a nested call counted once) measured with CUDA events on the stream "
+    "the backend enqueues on (a CPU smoke run: perf_counter), median over the timed frames; the rest of median ms "
+    "is the host's pre- and post-processing and bookkeeping. Ours on the torch backend and TensorRT only.")
 INTERLEAVING = ("All rows of one cell (model, size, objects) come from one interleaved run: the contenders "
                 "took turns frame by frame in a rotating order on the same frames and clicks, each step timed "
                 "alone between two device synchronisations, warm-up frames untimed.")
@@ -137,6 +205,114 @@ def memory_growth_mb(samples: list[tuple[int, int]], skip_frames: int = 0) -> fl
     if len(kept) < 2:
         return 0.0
     return (kept[-1][1] - kept[0][1]) / 2**20
+
+
+class MemoryLedger:
+    """What one contender's stream holds by one memory counter, from samples taken around its own steps.
+
+    The contenders share one process and take turns, so a counter's value includes everyone's
+    memory; only its *change* while one contender runs belongs to that contender. Each
+    :meth:`charge` is one sampled interval in which only this contender ran (opening its stream,
+    or one step): ``before`` and ``after`` are the counter's values at its ends, ``peak_during``
+    the highest value inside it where the counter has one (PyTorch's ``max_memory_*`` after
+    ``reset_peak_memory_stats``), else the end value stands for it. ``held`` is the sum of the
+    changes so far (what the stream has added since its baseline), ``peak`` the highest value of
+    ``held`` plus the in-interval excursion over ``before``, ``series`` ``held`` after each step."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.peak = 0
+        self.series: list[tuple[int, int]] = []
+
+    def charge(self, before: int, after: int, peak_during: int | None = None, frame: int | None = None) -> None:
+        """One interval of this contender alone; ``frame`` given: a step, recorded in ``series``."""
+        top = after if peak_during is None else max(after, peak_during)
+        self.peak = max(self.peak, self.held + top - before)
+        self.held += after - before
+        if frame is not None:
+            self.series.append((frame, self.held))
+
+
+def memory_figures(baseline: int, opened: int, steps: list[tuple], opened_peak: int | None = None) -> dict:
+    """Peak and retained bytes of one contender's stream from its samples (see :class:`MemoryLedger`).
+
+    ``baseline``: the counter just before the stream was opened; ``opened``: just after;
+    ``steps``: ``(frame, before, after)`` or ``(frame, before, after, peak_during)`` per step.
+    Returns ``peak`` (max over the opening and every step of what the stream held, including
+    in-step excursions where sampled), ``retained`` (held after the last step, before closing)
+    and ``series`` ``[(frame, held)]``."""
+    ledger = MemoryLedger()
+    ledger.charge(baseline, opened, opened_peak)
+    for frame, before, after, *peak in steps:
+        ledger.charge(before, after, peak[0] if peak else None, frame)
+    return {"peak": ledger.peak, "retained": ledger.held, "series": ledger.series}
+
+
+def engine_build_plan(cell_objects, max_objects: int, device_index: int, timing_cache: str | Path) -> dict[int, dict]:
+    """``build_engines`` keyword arguments per benchmarked object count ``n``: FP16 engines tuned
+    for ``n`` objects (``opt_objects = n``), all accepting up to ``max_objects`` (the most any cell
+    or the parity check tracks), built on CUDA device ``device_index``, sharing one timing cache
+    (so that every rebuild after the first reuses the kernel timings)."""
+    counts = sorted({int(n) for n in cell_objects})
+    if not counts:
+        raise ValueError("no object count to build engines for")
+    if counts[0] < 1 or counts[-1] > max_objects:
+        raise ValueError(f"object counts {counts} outside 1..max_objects={max_objects}")
+    return {n: {"fp16": True, "max_objects": int(max_objects), "opt_objects": n, "device": int(device_index),
+                "timing_cache": str(timing_cache)} for n in counts}
+
+
+#: What :func:`gc_paused` does, recorded in the results' meta.
+GC_POLICY = ("after each cell's warm-up frames: gc.collect(), gc.freeze(), gc.disable() for the timed frames; after "
+             "the cell (streams closed, outside timing): gc.enable(), gc.unfreeze(), gc.collect()")
+
+
+@contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector out of the timed frames: collect what is garbage now,
+    freeze the survivors (later collections skip them) and disable automatic collection; on exit
+    re-enable it (if it was enabled), unfreeze and collect. Yields ``{"collected_before",
+    "collected_after"}`` (the objects each collection found; the second filled in on exit)."""
+    import gc
+
+    info = {"collected_before": gc.collect()}
+    was_enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield info
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.unfreeze()
+        info["collected_after"] = gc.collect()
+
+
+def fp32_precision_state(torch) -> dict:
+    """How fp32 matmuls and cuDNN convolutions compute: ``{"api", "matmul", "cudnn_conv"}``, read
+    through the ``fp32_precision`` API where PyTorch has it (reading the legacy ``allow_tf32``
+    flags after setting the new API can raise), else ``allow_tf32`` (``"tf32"`` / ``"ieee"``)."""
+    b = torch.backends
+    conv = getattr(b.cudnn, "conv", None)
+    if hasattr(b.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        return {"api": "fp32_precision", "matmul": b.cuda.matmul.fp32_precision, "cudnn_conv": conv.fp32_precision}
+    return {"api": "allow_tf32", "matmul": "tf32" if b.cuda.matmul.allow_tf32 else "ieee",
+            "cudnn_conv": "tf32" if b.cudnn.allow_tf32 else "ieee"}
+
+
+def set_fp32_precision(torch, tf32: bool, state: dict | None = None) -> dict:
+    """Set fp32 matmuls and cuDNN convolutions to TF32 (``tf32`` True) or full fp32 (``"ieee"``),
+    explicitly, through ``fp32_precision`` where present, else ``allow_tf32``; ``state`` (as
+    :func:`fp32_precision_state` returns it) restores a saved state instead. Returns the state set."""
+    b = torch.backends
+    want = state or {"matmul": "tf32" if tf32 else "ieee", "cudnn_conv": "tf32" if tf32 else "ieee"}
+    if fp32_precision_state(torch)["api"] == "fp32_precision":
+        b.cuda.matmul.fp32_precision = want["matmul"]
+        b.cudnn.conv.fp32_precision = want["cudnn_conv"]
+    else:
+        b.cuda.matmul.allow_tf32 = want["matmul"] == "tf32"
+        b.cudnn.allow_tf32 = want["cudnn_conv"] == "tf32"
+    return fp32_precision_state(torch)
 
 
 def mask_iou_stats(ref: np.ndarray, ours: np.ndarray, valid: np.ndarray | None = None) -> dict:
@@ -225,12 +401,12 @@ def check_targets(results: list[dict], parity: list[dict] | None = None) -> list
         None if worst is None else round(worst["p99_over_median"], 2), f"<= {P99_OVER_MEDIAN_MAX}",
         None if worst is None else worst["p99_over_median"] <= P99_OVER_MEDIAN_MAX,
         None if worst is None else f"{worst['backend']} {worst['model']}@{worst['image_size']} x{worst['objects']}"))
-    long_runs = [r for r in ours if r.get("long_run") and r.get("mem_growth_mb") is not None]
-    growth = max(long_runs, key=lambda r: r["mem_growth_mb"], default=None)
+    long_runs = [r for r in ours if r.get("long_run") and r.get("retained_growth_device_mb") is not None]
+    growth = max(long_runs, key=lambda r: r["retained_growth_device_mb"], default=None)
     checks.append(_check(
-        "memory growth over the long run (our contenders, worst)",
-        None if growth is None else round(growth["mem_growth_mb"], 1), f"<= {MEMORY_GROWTH_MAX_MB} MB",
-        None if growth is None else growth["mem_growth_mb"] <= MEMORY_GROWTH_MAX_MB,
+        "memory growth over the long run (device-level retained memory; our contenders, worst)",
+        None if growth is None else round(growth["retained_growth_device_mb"], 1), f"<= {MEMORY_GROWTH_MAX_MB} MB",
+        None if growth is None else growth["retained_growth_device_mb"] <= MEMORY_GROWTH_MAX_MB,
         None if growth is None else f"{growth['backend']} over {growth['frames']} frames"))
     at8 = [(floor_fraction(r), r) for r in timed if r["model"].endswith("tiny") and r["image_size"] == 1024
            and r["objects"] == 8 and floor_fraction(r) is not None]
@@ -306,27 +482,45 @@ def render_markdown(results: list[dict], meta: dict, parity: list[dict] | None =
         lines.append(f"* {note}")
     lines += [
         "",
-        "| model | size | objects | contender | precision | FPS | median ms | p99 ms | p99/median | held MB | "
-        "growth MB | floor ms | floor / median | vs vos |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | size | objects | contender | precision | FPS | median ms | engine median ms | p99 ms | p99/median | "
+        "peak device MB | retained device MB | growth MB | torch peak allocated MB | torch peak reserved MB | "
+        "floor ms | floor / median | vs vos |",
+        "|" + "---|" * 18,
     ]
     for r in sorted(results, key=_order_key):
         name = f"{r['backend']}{' (long run)' if r.get('long_run') else ''}"
         if r.get("error"):
             lines.append(f"| {r['model']} | {r['image_size']} | {r['objects']} | {name} | {precision_of(r)} | "
-                         f"failed: {str(r['error'])[:100]} |||||||||")
+                         f"failed: {str(r['error'])[:100]} |" + "|" * 12)
             continue
-        held = r.get("mem_held_mb", r.get("gpu_mem_mb"))
+        if r.get("engine_opt_objects") is not None:
+            name += f" (opt {r['engine_opt_objects']})"
         lines.append(
             f"| {r['model']} | {r['image_size']} | {r['objects']} | {name} | {precision_of(r)} | "
-            f"{_fmt(r['fps'])} | {_fmt(r['median_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {_fmt(r['p99_over_median'], 2)} | "
-            f"{_fmt(held, 0)} | {_fmt(r.get('mem_growth_mb'))} | {_fmt(r.get('floor_ms'), 2)} | "
+            f"{_fmt(r['fps'])} | {_fmt(r['median_ms'], 2)} | {_fmt(r.get('engine_median_ms'), 2)} | {_fmt(r['p99_ms'], 2)} | "
+            f"{_fmt(r['p99_over_median'], 2)} | {_fmt(r.get('peak_device_mb'), 0)} | {_fmt(r.get('retained_device_mb'), 0)} | "
+            f"{_fmt(r.get('retained_growth_device_mb'))} | {_fmt(r.get('torch_peak_allocated_mb'), 0)} | "
+            f"{_fmt(r.get('torch_peak_reserved_mb'), 0)} | {_fmt(r.get('floor_ms'), 2)} | "
             f"{_fmt(floor_fraction(r), 2)} | "
             f"{_fmt(sp.get((r['model'], r['image_size'], r['objects'], r['backend'], bool(r.get('long_run')))), 2)} |"
         )
-    lines += ["", "held MB: memory the contender's stream holds (its own allocations, counted around each of its "
-              "steps: PyTorch's allocator for PyTorch contenders, the device's used memory for ONNX Runtime and "
-              "TensorRT, the process RSS in a CPU smoke run); growth: from the first timed frame to the last."]
+    lines += ["", MEMORY_DEFINITIONS, "", ENGINE_TIME_DEFINITION]
+    counters = {}
+    for r in sorted(results, key=_order_key):
+        for col, counter in (r.get("memory_counters") or {}).items():
+            counters.setdefault(col, {}).setdefault(counter, []).append(r["backend"])
+    if counters:
+        lines += ["", "Memory counters of this run (column: counter, contenders):", ""]
+        for col, by in counters.items():
+            for counter, names in by.items():
+                lines.append(f"* {col}: {counter} ({', '.join(dict.fromkeys(names))})")
+    clocks = {}
+    for r in sorted(results, key=_order_key):
+        if r.get("engine_clock"):
+            clocks.setdefault(r["engine_clock"], []).append(r["backend"])
+    if clocks:
+        lines += ["", "Engine clocks of this run:", ""]
+        lines += [f"* {clock} ({', '.join(dict.fromkeys(names))})" for clock, names in clocks.items()]
     ran = {}
     for r in sorted(results, key=_order_key):
         if r.get("ran_with") and r["backend"] not in ran:
@@ -402,7 +596,8 @@ def plot_results(results: list[dict], path: str | Path, title: str = "") -> Path
             f, mb = zip(*r["mem_samples"])
             ax.plot(f, mb, linestyle="--" if is_official(r["backend"]) else "-", label=r["backend"])
         r0 = long_runs[0]
-        ax.set_title(f"memory held, {r0['model'].replace('sam2.1_hiera_', '')} @ {r0['image_size']} x{r0['objects']}")
+        ax.set_title(f"retained device memory, {r0['model'].replace('sam2.1_hiera_', '')} @ {r0['image_size']} "
+                     f"x{r0['objects']}", fontsize=9)
         ax.set_xlabel("frame")
         ax.set_ylabel("MB")
         ax.grid(True, alpha=0.3)
@@ -481,12 +676,11 @@ def _rss_bytes() -> int:
 
 
 class Device:
-    """The device under measurement: synchronisation and the memory counters.
+    """The device under measurement: synchronisation, the memory counters and the engine clock.
 
-    Each contender's memory is counted around its own steps (they never overlap), so one process
-    holding every contender still attributes memory to each: PyTorch's allocator for PyTorch
-    contenders, the device's used memory (``mem_get_info``) for ONNX Runtime and TensorRT, which
-    allocate outside PyTorch; on the CPU (smoke run) the process's resident memory."""
+    Every contender's memory is sampled the same way (see :class:`ContenderMemory`): the
+    device-level used memory (``mem_get_info``: total - free; on the CPU, smoke run, the
+    process's resident memory), plus PyTorch's CUDA allocator for torch-based contenders."""
 
     def __init__(self, name: str):
         import torch
@@ -497,26 +691,220 @@ class Device:
         if self.cuda and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
 
+    @property
+    def index(self) -> int:
+        """The CUDA device index (0 on the CPU)."""
+        return int(self.device.index or 0)
+
     def sync(self) -> None:
         if self.cuda:
             self.torch.cuda.synchronize(self.device)
 
-    def counter_kind(self, backend: str) -> str:
-        if not self.cuda:
-            return "process RSS"
-        return "device used" if backend in ("tensorrt", "onnxruntime-cuda") else "torch allocated"
-
-    def counter(self, kind: str) -> int:
-        if kind == "torch allocated":
-            return int(self.torch.cuda.memory_allocated(self.device))
-        if kind == "device used":
+    def used(self) -> int:
+        """Device-level used bytes: ``total - free`` of ``cudaMemGetInfo`` (every allocator and
+        process on the device); on the CPU the process's resident set."""
+        if self.cuda:
             free, total = self.torch.cuda.mem_get_info(self.device)
             return int(total - free)
         return _rss_bytes()
 
+    def torch_sample(self) -> tuple[int, int]:
+        """PyTorch's CUDA allocator now: (allocated, reserved) bytes."""
+        tc = self.torch.cuda
+        return int(tc.memory_allocated(self.device)), int(tc.memory_reserved(self.device))
+
+    def torch_reset_peak(self) -> None:
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def torch_peak(self) -> tuple[int, int]:
+        """PyTorch's CUDA allocator's peaks since :meth:`torch_reset_peak`: (allocated, reserved)."""
+        tc = self.torch.cuda
+        return int(tc.max_memory_allocated(self.device)), int(tc.max_memory_reserved(self.device))
+
+    def memory_counters(self, backend: str) -> dict[str, str]:
+        """Which counter each memory column of ``backend``'s rows comes from (recorded per row)."""
+        if self.cuda:
+            dev = f"device used: total - free of torch.cuda.mem_get_info({self.device}) (cudaMemGetInfo; all processes)"
+        else:
+            dev = "process RSS (/proc/self/statm resident pages): CPU smoke run, no device counter"
+        out = {"peak_device_mb": dev, "retained_device_mb": dev, "retained_growth_device_mb": dev}
+        if not self.cuda:
+            why = "not measured: PyTorch's CUDA allocator only (CPU smoke run)"
+            out.update(torch_peak_allocated_mb=why, torch_peak_reserved_mb=why)
+        elif torch_based(backend):
+            out.update(torch_peak_allocated_mb="torch.cuda.max_memory_allocated after reset_peak_memory_stats, per step",
+                       torch_peak_reserved_mb="torch.cuda.max_memory_reserved after reset_peak_memory_stats, per step")
+        else:
+            why = f"not measured: {backend} allocates outside PyTorch's allocator"
+            out.update(torch_peak_allocated_mb=why, torch_peak_reserved_mb=why)
+        return out
+
+    def engine_clock(self, backend) -> "HostClock | CudaEventClock":
+        """The clock of :class:`EngineTimer` for ``backend``: CUDA events on the stream the
+        backend enqueues on (TensorRT: its own stream; torch: the current stream), perf_counter on the CPU."""
+        if not self.cuda:
+            return HostClock()
+        handle = getattr(backend, "_stream_handle", None)  # the TensorRT backend's cudaStream_t
+        stream = self.torch.cuda.ExternalStream(handle, device=self.device) if handle else None
+        return CudaEventClock(self.torch, stream)
+
     def empty_cache(self) -> None:
         if self.cuda:
             self.torch.cuda.empty_cache()
+
+
+def torch_based(backend: str) -> bool:
+    """Contenders whose memory PyTorch's allocator holds: ours on the torch backend and the official ones."""
+    return backend in TORCH_CONTENDERS or is_official(backend)
+
+
+class ContenderMemory:
+    """One contender's memory in one cell, sampled around its stream's opening and each of its
+    steps (:class:`MemoryLedger` per counter): the device-level used memory for every contender,
+    PyTorch's allocated and reserved bytes with their in-step peaks for torch-based ones on CUDA."""
+
+    def __init__(self, device: Device, backend: str):
+        self.device = device
+        self.torch = device.cuda and torch_based(backend)
+        self.ledgers = {k: MemoryLedger() for k in ("device", "allocated", "reserved")[: 3 if self.torch else 1]}
+        self._before: dict[str, int] = {}
+
+    def begin(self) -> None:
+        """Sample before an interval (after the device is synchronised)."""
+        self._before = {"device": self.device.used()}
+        if self.torch:
+            self._before["allocated"], self._before["reserved"] = self.device.torch_sample()
+            self.device.torch_reset_peak()
+
+    def end(self, frame: int | None = None) -> None:
+        """Sample after the interval (synchronised) and charge it; ``frame`` None: the opening."""
+        after = {"device": self.device.used()}
+        peak = {}
+        if self.torch:
+            after["allocated"], after["reserved"] = self.device.torch_sample()
+            peak["allocated"], peak["reserved"] = self.device.torch_peak()
+        for k, ledger in self.ledgers.items():
+            ledger.charge(self._before[k], after[k], peak.get(k), frame)
+
+    def figures(self, warmup: int, mem_every: int) -> dict:
+        """The row's memory fields (MB): see the module docstring for the definitions."""
+        mb = 2**-20
+        dev = self.ledgers["device"]
+        last = dev.series[-1][0] if dev.series else None
+        series = [(f, b) for f, b in dev.series if f == warmup or f % mem_every == 0 or f == last]
+        out = {"peak_device_mb": dev.peak * mb, "retained_device_mb": dev.held * mb,
+               "retained_growth_device_mb": memory_growth_mb(dev.series, warmup),
+               "mem_samples": [(f, round(b * mb, 2)) for f, b in series],
+               "torch_peak_allocated_mb": None, "torch_peak_reserved_mb": None}
+        if self.torch:
+            out["torch_peak_allocated_mb"] = self.ledgers["allocated"].peak * mb
+            out["torch_peak_reserved_mb"] = self.ledgers["reserved"].peak * mb
+        return out
+
+
+class HostClock:
+    """perf_counter spans (the CPU smoke run's engine clock: host time, no CUDA events)."""
+
+    label = "perf_counter around the backend's graph calls (CPU smoke run: host time)"
+
+    def start(self) -> list:
+        return [time.perf_counter(), None]
+
+    def stop(self, span: list) -> None:
+        span[1] = time.perf_counter()
+
+    def seconds(self, span: list) -> float:
+        return span[1] - span[0]
+
+    def new_frame(self) -> None:
+        pass
+
+
+class CudaEventClock:
+    """CUDA-event spans on one stream (``None``: the current stream at each call); events are
+    pooled and reused frame after frame, read after the step's device synchronisation."""
+
+    label = "CUDA events (torch.cuda.Event, enable_timing) around the backend's graph calls, on its stream"
+
+    def __init__(self, torch, stream=None):
+        self.torch, self.stream = torch, stream
+        self._pool: list = []
+        self._next = 0
+
+    def _event(self):
+        if self._next == len(self._pool):
+            self._pool.append(self.torch.cuda.Event(enable_timing=True))
+        self._next += 1
+        return self._pool[self._next - 1]
+
+    def new_frame(self) -> None:
+        self._next = 0
+
+    def start(self) -> tuple:
+        span = (self._event(), self._event())
+        span[0].record(self.stream)
+        return span
+
+    def stop(self, span: tuple) -> None:
+        span[1].record(self.stream)
+
+    def seconds(self, span: tuple) -> float:
+        return span[0].elapsed_time(span[1]) / 1e3
+
+
+class EngineTimer:
+    """Engine-only time per frame: the backend's graph calls (``METHODS``) of one contender,
+    wrapped on the backend instance and timed with ``clock``; nested calls (a composed
+    ``track_step`` calling ``decode``) count once, in the outermost. Host pre- and
+    post-processing (the tracker's imaging, mask copies, bank bookkeeping) stay outside.
+    :meth:`begin_frame` before a step, :meth:`end_frame` after the step's synchronisation returns
+    the frame's summed seconds; :meth:`remove` puts the backend's own methods back."""
+
+    METHODS = ("encode_image", "track_step", "attend_memory", "decode", "encode_memory")
+
+    def __init__(self, backend, clock):
+        self.backend, self.clock = backend, clock
+        self.label = clock.label
+        self.calls = 0
+        self._depth = 0
+        self._spans: list = []
+        self._wrapped: list[str] = []
+        for name in self.METHODS:
+            if callable(getattr(backend, name, None)) and name not in vars(backend):
+                setattr(backend, name, self._wrap(getattr(backend, name)))
+                self._wrapped.append(name)
+
+    def _wrap(self, method):
+        def timed(*args, **kwargs):
+            if self._depth:
+                return method(*args, **kwargs)
+            self._depth += 1
+            span = self.clock.start()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.clock.stop(span)
+                self._spans.append(span)
+                self.calls += 1
+                self._depth -= 1
+
+        timed.__wrapped__ = method
+        return timed
+
+    def begin_frame(self) -> None:
+        self._spans.clear()
+        self.clock.new_frame()
+
+    def end_frame(self) -> float:
+        """Seconds inside the graph calls since :meth:`begin_frame` (read after the device synchronisation)."""
+        total = sum(self.clock.seconds(s) for s in self._spans)
+        self._spans.clear()
+        return total
+
+    def remove(self) -> None:
+        for name in self._wrapped:
+            vars(self.backend).pop(name, None)
+        self._wrapped.clear()
 
 
 def measure_matmul_tflops(device: Device, dtype, n: int = 8192, iters: int = 20) -> float:
@@ -605,8 +993,8 @@ class OursStream:
 
 
 class OfficialStream:
-    """The official predictor over the same frames: clicks on frame 0, then ``propagate_in_video``
-    one frame per :meth:`step`, under autocast to ``dtype`` (None: fp32)."""
+    """The official predictor over the same frames: ``init_state``, clicks on frame 0, then
+    ``propagate_in_video`` one frame per :meth:`step`, all under autocast to ``dtype`` (None: fp32)."""
 
     def __init__(self, predictor, images: StreamImages, hw, clicks, dtype, device: Device):
         from unittest import mock
@@ -616,9 +1004,9 @@ class OfficialStream:
         torch = device.torch
         self.predictor = predictor
         self._autocast = (lambda: torch.autocast(device.device.type, dtype=dtype)) if dtype is not None else nullcontext
-        with mock.patch.object(svp, "load_video_frames", lambda **kw: (images, hw[0], hw[1])):
-            self.state = predictor.init_state(video_path="<frames in memory>")
         with self._autocast():
+            with mock.patch.object(svp, "load_video_frames", lambda **kw: (images, hw[0], hw[1])):
+                self.state = predictor.init_state(video_path="<frames in memory>")
             for oid, (x, y) in enumerate(clicks, start=1):
                 predictor.add_new_points_or_box(self.state, 0, oid, points=np.array([[x, y]], np.float32),
                                                 labels=np.array([1], np.int32))
@@ -638,13 +1026,15 @@ class OfficialStream:
 
 
 class Contender:
-    """One contender of a (model, size): an opened backend (ours) or predictor (official)."""
+    """One contender of a (model, size): an opened backend (ours) or predictor (official);
+    ``engine_opt_objects``: the object count its TensorRT engines are tuned for."""
 
-    def __init__(self, name: str, handle, ran_with: dict, counter: str, dtype=None):
-        self.name, self.handle, self.ran_with, self.counter, self.dtype = name, handle, ran_with, counter, dtype
+    def __init__(self, name: str, handle, ran_with: dict, dtype=None, engine_opt_objects: int | None = None):
+        self.name, self.handle, self.ran_with, self.dtype = name, handle, ran_with, dtype
+        self.engine_opt_objects = engine_opt_objects
         self.official = is_official(name)
         self.load_s = self.warm_up_s = 0.0
-        self.load_mb = 0.0
+        self.load_device_mb = 0.0
 
     def stream(self, source: FrameSource, clicks, count: int, fill_hole_area: int, device: Device, image_size: int):
         if self.official:
@@ -662,14 +1052,17 @@ class RunContext:
     """What opening a contender needs for one model and size."""
 
     def __init__(self, device: Device, model: str, image_size: int, checkpoint: Path, onnx_dir: Path,
-                 engine_dir: Path | None, engine_reason: str | None, threads: int, torch_options: dict, max_objects: int):
+                 engine_dirs: dict[int, Path] | None, engine_reason: str | None, threads: int, torch_options: dict,
+                 max_objects: int):
         self.device, self.model, self.image_size, self.checkpoint = device, model, image_size, checkpoint
-        self.onnx_dir, self.engine_dir, self.engine_reason = onnx_dir, engine_dir, engine_reason
+        #: TensorRT engine directories by the object count they are tuned for (:func:`prepare_engines`)
+        self.onnx_dir, self.engine_dirs, self.engine_reason = onnx_dir, engine_dirs, engine_reason
         self.threads, self.torch_options, self.max_objects = threads, torch_options, max_objects
 
 
-def open_contender(name: str, ctx: RunContext) -> Contender:
-    """Open ``name`` for ``ctx``; raises :class:`Skip` (with the reason) where it cannot run here."""
+def open_contender(name: str, ctx: RunContext, objects: int | None = None) -> Contender:
+    """Open ``name`` for ``ctx``; raises :class:`Skip` (with the reason) where it cannot run here.
+    ``objects``: TensorRT opens the engines tuned for that object count (default: the fewest built)."""
     from sam2_ros.backends import load_backend
 
     torch, dev = ctx.device.torch, ctx.device
@@ -688,7 +1081,7 @@ def open_contender(name: str, ctx: RunContext) -> Contender:
         ran_with = {"predictor": type(predictor).__name__, "device": str(dev.device),
                     "autocast": "bfloat16" if dtype is not None else "off (fp32)", "vos_optimized": vos,
                     "frames": "preprocessed by its loader before the run, on the device"}
-        return Contender(name, predictor, ran_with, dev.counter_kind(name), dtype)
+        return Contender(name, predictor, ran_with, dtype)
     if name in TORCH_CONTENDERS:
         precision = name.split("-")[1]
         opts = {"checkpoint": ctx.checkpoint, "device": str(dev.device), "precision": precision, **ctx.torch_options}
@@ -706,9 +1099,10 @@ def open_contender(name: str, ctx: RunContext) -> Contender:
         opts = {"providers": ["cuda"], "intra_op_threads": ctx.threads, "allow_spinning": False}
         engine, backend_name = ctx.onnx_dir, "onnxruntime"
     elif name == "tensorrt":
-        if ctx.engine_dir is None:
+        if not ctx.engine_dirs:
             raise Skip(ctx.engine_reason or "no TensorRT engines")
-        opts, engine, backend_name = {}, ctx.engine_dir, "tensorrt"
+        opt = objects if objects in ctx.engine_dirs else min(ctx.engine_dirs)
+        opts, engine, backend_name = {"device": dev.index}, ctx.engine_dirs[opt], "tensorrt"
     else:
         raise ValueError(f"unknown contender {name!r}")
     try:
@@ -717,9 +1111,10 @@ def open_contender(name: str, ctx: RunContext) -> Contender:
         raise Skip(f"{type(e).__name__}: {e}") from e
     ran_with = {"backend": backend_name, **{k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items() if k != "checkpoint"},
                 "imaging": type(getattr(backend, "imaging", None)).__name__}
+    c = Contender(name, backend, ran_with)
     if name == "tensorrt":
-        ran_with["engines"] = f"fp16, max_objects {ctx.max_objects}"
-    c = Contender(name, backend, ran_with, dev.counter_kind(name))
+        c.engine_opt_objects = opt
+        ran_with["engines"] = f"fp16, built per object count (opt_objects = the cell's), max_objects {ctx.max_objects}"
     if hasattr(backend, "warm_up"):
         t0 = time.perf_counter()
         backend.warm_up(ctx.max_objects)
@@ -732,34 +1127,47 @@ def open_contender(name: str, ctx: RunContext) -> Contender:
 def interleaved(contenders: list[Contender], source: FrameSource, n_objects: int, count: int, warmup: int,
                 device: Device, fill_hole_area: int, image_size: int, mem_every: int) -> dict[str, dict]:
     """Step every contender through ``count`` frames, taking turns frame by frame in a rotating
-    order; time each step alone between two device synchronisations (frames >= ``warmup``) and
-    count each contender's memory around its own steps. Returns per contender: ``seconds``,
-    ``held`` (bytes), ``samples`` [(frame, bytes held)], or ``error``."""
+    order; time each step alone between two device synchronisations (frames >= ``warmup``), the
+    backend's graph calls of ours inside it (:class:`EngineTimer`), and sample each contender's
+    memory around its stream's opening and its own steps (:class:`ContenderMemory`). Python's GC
+    is paused for the timed frames (:func:`gc_paused`). Returns per contender: ``seconds``,
+    ``engine_seconds``, ``engine_clock``, ``memory`` (the row's memory fields), or ``error``."""
     clicks = click_grid(n_objects, source.hw)
     out: dict[str, dict] = {}
-    streams = {}
+    streams, timers, memory = {}, {}, {}
     by_name = {c.name: c for c in contenders}
     if any(c.official for c in contenders):
         source.prepare_official(image_size, device)  # shared by the official contenders: counted for none
-    for c in contenders:
-        rec = out[c.name] = {"seconds": [], "samples": [], "held": 0}
-        before = device.counter(c.counter)
-        try:
-            streams[c.name] = c.stream(source, clicks, count, fill_hole_area, device, image_size)
-        except Exception as e:  # noqa: BLE001 - recorded in the row
-            rec["error"] = f"{type(e).__name__}: {e}"
-            continue
-        device.sync()
-        rec["held"] = device.counter(c.counter) - before
-    names = list(streams)
+    paused = ExitStack()
     try:
+        for c in contenders:
+            rec = out[c.name] = {"seconds": [], "engine_seconds": [], "engine_clock": None}
+            device.sync()
+            device.empty_cache()  # the baseline without blocks others freed into PyTorch's cache
+            mem = memory[c.name] = ContenderMemory(device, c.name)
+            mem.begin()
+            try:
+                streams[c.name] = c.stream(source, clicks, count, fill_hole_area, device, image_size)
+            except Exception as e:  # noqa: BLE001 - recorded in the row
+                rec["error"] = f"{type(e).__name__}: {e}"
+                continue
+            device.sync()
+            mem.end()
+            if c.name in ENGINE_TIMED and c.handle is not None:
+                timers[c.name] = EngineTimer(c.handle, device.engine_clock(c.handle))
+                rec["engine_clock"] = timers[c.name].label
+        names = list(streams)
         for i in range(count):
+            if i == warmup:
+                paused.enter_context(gc_paused())  # outside the timed steps
             for name in rotations(names, i):
-                rec, c = out[name], by_name[name]
+                rec, mem, timer = out[name], memory[name], timers.get(name)
                 if "error" in rec:
                     continue
-                m0 = device.counter(c.counter)
                 device.sync()
+                mem.begin()
+                if timer is not None:
+                    timer.begin_frame()
                 t0 = time.perf_counter()
                 try:
                     streams[name].step(i)
@@ -768,22 +1176,48 @@ def interleaved(contenders: list[Contender], source: FrameSource, n_objects: int
                     rec["error"] = f"frame {i}: {type(e).__name__}: {e}"
                     continue
                 dt = time.perf_counter() - t0
-                rec["held"] += device.counter(c.counter) - m0
+                engine = timer.end_frame() if timer is not None else None
+                mem.end(i)
                 if i >= warmup:
                     rec["seconds"].append(dt)
-                if i == warmup or i % mem_every == 0 or i == count - 1:
-                    rec["samples"].append((i, rec["held"]))
+                    if engine is not None:
+                        rec["engine_seconds"].append(engine)
     finally:
+        for t in timers.values():
+            t.remove()
         for s in streams.values():
             s.close()
         streams.clear()
+        paused.close()  # GC back on, and a collection: between cells, outside timing
         device.empty_cache()
+    for name, mem in memory.items():
+        out[name]["memory"] = mem.figures(warmup, mem_every)
     return out
 
 
+def retune_tensorrt(contenders: list[Contender], ctx: RunContext, n_objects: int, skipped: list[dict]) -> None:
+    """Before a cell of ``n_objects``: reopen the TensorRT contender on the engines tuned for
+    that count (when it runs on others and they were built); untimed, like its first opening."""
+    for k, c in enumerate(contenders):
+        if c.name != "tensorrt" or c.engine_opt_objects == n_objects or n_objects not in (ctx.engine_dirs or {}):
+            continue
+        c.close()
+        ctx.device.empty_cache()
+        before, t0 = ctx.device.used(), time.perf_counter()
+        try:
+            contenders[k] = opened = open_contender("tensorrt", ctx, n_objects)
+            ctx.device.sync()
+            opened.load_s, opened.load_device_mb = time.perf_counter() - t0, (ctx.device.used() - before) / 2**20
+        except Exception as e:  # noqa: BLE001 - recorded as the reason
+            reason = f"reopening on the engines for {n_objects} objects failed: {type(e).__name__}: {e}"
+            skipped.append({"model": ctx.model, "image_size": ctx.image_size, "backend": c.name, "reason": reason})
+            del contenders[k]
+        return
+
+
 def cell_rows(model: str, image_size: int, n_objects: int, contenders: list[Contender], measured: dict[str, dict],
-              warmup: int, long_run: bool) -> list[dict]:
-    """The rows of one interleaved cell (one per contender)."""
+              warmup: int, long_run: bool, device: Device | None = None) -> list[dict]:
+    """The rows of one interleaved cell (one per contender); ``device`` names the memory counters."""
     rows = []
     names = [c.name for c in contenders if "error" not in measured[c.name]]
     for c in contenders:
@@ -791,15 +1225,21 @@ def cell_rows(model: str, image_size: int, n_objects: int, contenders: list[Cont
         row = {"model": model, "image_size": image_size, "objects": n_objects, "backend": c.name,
                "precision": PRECISION[c.name], "long_run": long_run, "ran_with": c.ran_with,
                "interleaved_with": names, "order": "rotating", "warmup": warmup}
+        if c.engine_opt_objects is not None:
+            row["engine_opt_objects"] = c.engine_opt_objects
         if "error" in m:
             row["error"] = m["error"]
         elif not m["seconds"]:
             row["error"] = "no timed frame"
         else:
-            row.update(latency_stats(m["seconds"]), mem_counter=c.counter, mem_held_mb=m["held"] / 2**20,
-                       mem_growth_mb=memory_growth_mb(m["samples"], warmup),
-                       mem_samples=[(f, round(b / 2**20, 2)) for f, b in m["samples"]],
-                       load_s=round(c.load_s, 2), load_mb=round(c.load_mb, 1))
+            row.update(latency_stats(m["seconds"]))
+            engine = m.get("engine_seconds") or []
+            row["engine_median_ms"] = 1e3 * float(np.median(engine)) if engine else None
+            row["engine_clock"] = m["engine_clock"] if engine else f"not measured: {ENGINE_UNTIMED.get(c.name, 'no frame')}"
+            row.update(m.get("memory") or {})
+            if device is not None:
+                row["memory_counters"] = device.memory_counters(c.name)
+            row.update(load_s=round(c.load_s, 2), load_device_mb=round(c.load_device_mb, 1))
         rows.append(row)
     return rows
 
@@ -874,7 +1314,7 @@ def environment(device: Device, threads: int, argv: list[str]) -> dict:
         "torch": torch.__version__,
         "software": ", ".join(soft) + f"; CPU {cpu_name()}, {os.cpu_count()} cores",
         "threads": threads,
-        "tf32": {"matmul": bool(torch.backends.cuda.matmul.allow_tf32), "cudnn": bool(torch.backends.cudnn.allow_tf32)},
+        "tf32": fp32_precision_state(torch),
         "date": date.today().isoformat(),
         "command": "python benchmarks/gpu_bench.py " + shlex.join(argv),
         "smoke": not device.cuda,
@@ -935,8 +1375,11 @@ def prepare_export(model: str, image_size: int, work: Path, checkpoint_dir: str 
     return ckpt, onnx_dir
 
 
-def prepare_engines(onnx_dir: Path, work: Path, max_objects: int, device: Device) -> tuple[Path | None, str | None]:
-    """TensorRT FP16 engines of the export, or None and the reason."""
+def prepare_engines(onnx_dir: Path, work: Path, cell_objects, max_objects: int,
+                    device: Device) -> tuple[dict[int, Path] | None, str | None]:
+    """TensorRT FP16 engines of the export, one set per benchmarked object count (tuned for it,
+    :func:`engine_build_plan`), built on the bench's CUDA device with one shared timing cache:
+    ``({objects: engine dir}, None)``, or ``(None, the reason)``."""
     import importlib.util
 
     if not device.cuda:
@@ -945,12 +1388,15 @@ def prepare_engines(onnx_dir: Path, work: Path, max_objects: int, device: Device
         return None, "tensorrt is not installed (pip install -r requirements-tensorrt.txt)"
     from sam2_ros.backends.tensorrt.build import build_engines
 
-    engine_dir = onnx_dir.parent / f"{onnx_dir.name}_trt{max_objects}"
-    try:
-        build_engines(onnx_dir, engine_dir, fp16=True, max_objects=max_objects, timing_cache=work / "timing.cache")
-    except Exception as e:  # noqa: BLE001 - recorded as the reason
-        return None, f"engine build failed: {type(e).__name__}: {e}"
-    return engine_dir, None
+    dirs = {}
+    for n, kwargs in engine_build_plan(cell_objects, max_objects, device.index, work / "timing.cache").items():
+        engine_dir = onnx_dir.parent / f"{onnx_dir.name}_trt_opt{n}_max{max_objects}"
+        try:
+            build_engines(onnx_dir, engine_dir, **kwargs)
+        except Exception as e:  # noqa: BLE001 - recorded as the reason
+            return None, f"engine build for {n} objects failed: {type(e).__name__}: {e}"
+        dirs[n] = engine_dir
+    return dirs, None
 
 
 def torch_backend_options(a: argparse.Namespace) -> dict:
@@ -994,8 +1440,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--video", default=str(DEFAULT_VIDEO))
     ap.add_argument("--checkpoint-dir", default=None, help="official checkpoints (default: random weights, seed 0)")
     ap.add_argument("--verify-export", action="store_true", help="check each ONNX graph against PyTorch (slow for large @ 1024)")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions for every contender (the "
-                    "official benchmark script does; default: PyTorch's defaults, recorded)")
+    ap.add_argument("--tf32", action="store_true", help="TF32 for fp32 matmuls and cuDNN convolutions of every "
+                    "contender (the official benchmark script does); default: off, set explicitly (fp32 rows in full "
+                    "fp32), recorded in the meta")
     ap.add_argument("--torch-imaging", choices=["auto", "device", "host"], default="auto",
                     help="torch backend option imaging (passed only when not auto)")
     ap.add_argument("--cuda-graph", choices=["auto", "on", "off", "emulate"], default="auto",
@@ -1041,11 +1488,12 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_bench: no CUDA GPU on this machine; run it on a GPU machine, or --device cpu for a smoke run "
               "(or --report-only results_gpu.json to redraw a saved report)", file=sys.stderr)
         return 2
-    threads_before = torch.get_num_threads()
+    threads_before, fp32_before = torch.get_num_threads(), fp32_precision_state(torch)
     try:
         return run_benchmark(a, argv)
-    finally:
-        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+    finally:  # main() may run inside another program (the tests)
+        torch.set_num_threads(threads_before)
+        set_fp32_precision(torch, False, fp32_before)
 
 
 def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
@@ -1055,8 +1503,8 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     device = Device(a.device)
     threads = a.threads or os.cpu_count() or 1
     _set_threads(torch, threads)
-    if a.tf32:  # else PyTorch's defaults (TF32 off for matmuls, on for cuDNN convolutions), recorded
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    # explicit either way (PyTorch's defaults differ: TF32 off for matmuls, on for cuDNN convolutions)
+    set_fp32_precision(torch, a.tf32)
     out = Path(a.out) if a.out else (Path(tempfile.mkdtemp(prefix="gpu_bench_smoke_")) if not device.cuda else REPO / "benchmarks")
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="sam2_bench_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1066,6 +1514,8 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     from sam2_ros_export.flops import FlopModel, analytic_floor_ms, projection_table
 
     meta = environment(device, threads, argv)
+    meta["tf32"]["set_by"] = "--tf32: TF32 on" if a.tf32 else "this bench's default: TF32 off (fp32 rows in full fp32)"
+    meta["gc"] = GC_POLICY
     notes = []
     if device.cuda:
         rates = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -1101,8 +1551,9 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         f"Hole filling of ours in the timed cells: {fill} px (what the official predictor applies here; "
         "it skips it without its CUDA extension).",
         "The official predictor's progress bar is off (it would print every frame).",
-        f"TF32 for every contender: matmuls {'on' if meta['tf32']['matmul'] else 'off'}, cuDNN convolutions "
-        f"{'on' if meta['tf32']['cudnn'] else 'off'} ({'--tf32' if a.tf32 else 'PyTorch defaults'}).",
+        f"fp32 precision for every contender, set explicitly through torch's {meta['tf32']['api']} API: matmuls "
+        f"{meta['tf32']['matmul']}, cuDNN convolutions {meta['tf32']['cudnn_conv']} ({meta['tf32']['set_by']}).",
+        f"Python GC: {GC_POLICY}.",
     ]
     if torch_options:
         notes.append(f"torch backend options asked for: {torch_options}")
@@ -1129,24 +1580,26 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
             model = MODEL_ALIASES[alias]
             for size in a.sizes:
                 ckpt, onnx_dir = prepare_export(model, size, work, a.checkpoint_dir, a.verify_export)
-                engine_dir, engine_reason = (None, "not asked for")
-                if "tensorrt" in a.backends:
-                    engine_dir, engine_reason = prepare_engines(onnx_dir, work, max_objects, device)
                 cells = [(n, a.frames, False) for n in a.objects]
                 if a.long_run_frames and alias == long_model and size == long_size:
                     cells.append((a.long_run_objects, a.long_run_frames, True))
+                engine_dirs, engine_reason = (None, "not asked for")
+                if "tensorrt" in a.backends:
+                    engine_dirs, engine_reason = prepare_engines(onnx_dir, work, [n for n, _, _ in cells], max_objects,
+                                                                 device)
                 fm = FlopModel(model, size)
                 frame_flops = {n: fm.frame(n) for n in sorted({n for n, _, _ in cells})}
                 flops = {n: f.total for n, f in frame_flops.items()}
                 projections += projection_table([frame_flops[n] for n in (1, 8) if n in frame_flops])
-                ctx = RunContext(device, model, size, ckpt, onnx_dir, engine_dir, engine_reason, threads, torch_options,
+                ctx = RunContext(device, model, size, ckpt, onnx_dir, engine_dirs, engine_reason, threads, torch_options,
                                  max_objects)
                 contenders = []
                 for name in a.backends:
-                    before = device.counter(device.counter_kind(name))
+                    device.empty_cache()
+                    before = device.used()
                     t0 = time.perf_counter()
                     try:
-                        c = open_contender(name, ctx)
+                        c = open_contender(name, ctx, cells[0][0])
                     except Exception as e:  # noqa: BLE001 - Skip, or a failure (of warm_up, say): recorded
                         reason = str(e) if isinstance(e, Skip) else f"failed to open: {type(e).__name__}: {e}"
                         skipped.append({"model": model, "image_size": size, "backend": name, "reason": reason})
@@ -1154,13 +1607,14 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                         continue
                     device.sync()
                     c.load_s = time.perf_counter() - t0
-                    c.load_mb = (device.counter(c.counter) - before) / 2**20
+                    c.load_device_mb = (device.used() - before) / 2**20
                     contenders.append(c)
                 try:
                     for n, count, long_run in cells:
+                        retune_tensorrt(contenders, ctx, n, skipped)
                         measured = interleaved(contenders, source, n, a.warmup + count, a.warmup, device, fill, size,
                                                a.mem_every)
-                        for row in cell_rows(model, size, n, contenders, measured, a.warmup, long_run):
+                        for row in cell_rows(model, size, n, contenders, measured, a.warmup, long_run, device):
                             if not row.get("error"):
                                 rate = (meta.get("matmul_tflops") or {}).get(row["precision"])
                                 row["gflop"] = flops[n] / 1e9

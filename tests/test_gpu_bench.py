@@ -31,10 +31,11 @@ def test_benchmark_report_from_results(tmp_path):
         for n in (1, 8):
             secs = list(base_ms * n**exp / 1e3 * (1 + 0.02 * rng.random(120)))
             row = {"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": n, "backend": backend,
-                   **bench.latency_stats(secs, warmup=20), "gpu_mem_mb": 900.0 + n, "mem_growth_mb": 0.0,
+                   **bench.latency_stats(secs, warmup=20), "peak_device_mb": 950.0 + n, "retained_device_mb": 900.0 + n,
+                   "retained_growth_device_mb": 0.0, "engine_median_ms": base_ms / 2,
                    "floor_ms": 0.5 * n, "gflop": 900.0 * n}
             results.append(row)
-    results.append({**results[0], "long_run": True, "frames": 1000, "mem_growth_mb": 2.0})
+    results.append({**results[0], "long_run": True, "frames": 1000, "retained_growth_device_mb": 2.0})
     results.append({"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": 16, "backend": "onnxruntime-cuda",
                     "error": "providers not available"})
     parity = [{"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": 3, "backend": b, "frames": 30,
@@ -51,7 +52,10 @@ def test_benchmark_report_from_results(tmp_path):
     (tmp_path / "results_gpu.json").write_text(json.dumps(data))
     assert bench.main(["--report-only", str(tmp_path / "results_gpu.json"), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "RESULTS.md").read_text()
-    assert "| sam2.1_hiera_tiny | 1024 | 1 | tensorrt | " in md and "failed: providers not available" in md
+    assert "| sam2.1_hiera_tiny | 1024 | 1 | tensorrt | fp16 | " in md and "failed: providers not available" in md
+    assert "| peak device MB | retained device MB |" in md and bench.MEMORY_DEFINITIONS in md
+    trt1 = next(r for r in results if r["backend"] == "tensorrt" and r["objects"] == 1)
+    assert f"| {trt1['median_ms']:.2f} | 2.00 | {trt1['p99_ms']:.2f} |" in md  # engine median beside end to end
     assert "## Targets" in md and "| NO |" not in md and "jetson_agx_orin_64gb" in md
     png = (tmp_path / "results_gpu.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -63,7 +67,7 @@ def test_benchmark_checks_fail_when_targets_are_missed():
     assert slow["p99_over_median"] > 1.3
     rows = [{"model": "sam2.1_hiera_tiny", "image_size": 1024, "objects": n, "backend": b, **slow}
             for n in (1, 8) for b in ("tensorrt", "official-vos")]
-    rows.append({**rows[0], "long_run": True, "mem_growth_mb": 300.0})
+    rows.append({**rows[0], "long_run": True, "retained_growth_device_mb": 300.0})
     parity = [{"model": "m", "image_size": 1024, "objects": 3, "backend": "tensorrt", "frames": 3,
                **bench.mask_iou_stats(np.ones((3, 1, 4, 4), bool), np.zeros((3, 1, 4, 4), bool))}]
     assert not any(c["passed"] for c in bench.check_targets(rows, parity))
@@ -117,7 +121,7 @@ def test_contenders_take_turns_frame_by_frame_in_rotating_order():
 
     class Fake(bench.Contender):
         def __init__(self, name, fail_at=None):
-            super().__init__(name, None, {}, "process RSS")
+            super().__init__(name, None, {})
             self.fail_at = fail_at
 
         def stream(self, *args):
@@ -168,6 +172,7 @@ def test_cpu_smoke_run_end_to_end(tmp_path, tiny_export_128, shared_data):
     meta = data["meta"]
     assert meta["smoke"] is True and meta["command"].endswith(" ".join(argv[-4:]))
     assert "CUDA" in meta["matmul_skipped"]
+    assert meta["gc"] == bench.GC_POLICY and meta["tf32"]["matmul"] == "ieee" and meta["tf32"]["cudnn_conv"] == "ieee"
     ran = {"torch-fp32", "torch-bf16", "official-bf16"}
     skipped = {s["backend"]: s["reason"] for s in data["skipped"]}
     assert set(skipped) == {"tensorrt", "onnxruntime-cuda", "torch-fp16", "official-vos"}
@@ -182,7 +187,20 @@ def test_cpu_smoke_run_end_to_end(tmp_path, tiny_export_128, shared_data):
             for k in ("median_ms", "p99_ms", "fps"):
                 assert np.isfinite(r[k]) and r[k] > 0, (k, r)
             assert r["floor_ms"] is None and r["gflop"] > 0
-            assert r["mem_counter"] == "process RSS" and len(r["mem_samples"]) >= timed
+            # memory: named counters, the same device-level one (here the process RSS) for every contender
+            counters = r["memory_counters"]
+            assert set(counters) == {"peak_device_mb", "retained_device_mb", "retained_growth_device_mb",
+                                     "torch_peak_allocated_mb", "torch_peak_reserved_mb"}
+            assert "process RSS" in counters["peak_device_mb"] and "process RSS" in counters["retained_device_mb"]
+            assert counters["torch_peak_allocated_mb"].startswith("not measured")
+            assert r["torch_peak_allocated_mb"] is None and r["torch_peak_reserved_mb"] is None
+            assert r["peak_device_mb"] >= max(0.0, r["retained_device_mb"]) and len(r["mem_samples"]) >= timed
+            assert "mem_held_mb" not in r and "mem_counter" not in r
+            # engine-only time: ours' graph calls, on the CPU by perf_counter, inside the end-to-end step
+            if r["backend"].startswith("torch"):
+                assert r["engine_clock"].startswith("perf_counter") and 0 < r["engine_median_ms"] <= r["median_ms"]
+            else:
+                assert r["engine_median_ms"] is None and r["engine_clock"].startswith("not measured")
     parity = {p["backend"]: p for p in data["parity"]}
     assert set(parity) == {"torch-fp32", "torch-bf16"}
     for p in parity.values():
@@ -191,6 +209,7 @@ def test_cpu_smoke_run_end_to_end(tmp_path, tiny_export_128, shared_data):
     assert parity["torch-fp32"]["mean_iou"] > 0.99  # same objects compared: fp32 on the CPU is exact
     md = (out / "RESULTS.md").read_text()
     assert bench.SMOKE_LABEL in md and bench.INTERLEAVING in md and meta["command"] in md
+    assert "* peak_device_mb: process RSS" in md and "* perf_counter around the backend's graph calls" in md
     assert "| sam2.1_hiera_tiny | 128 | 2 | official-bf16 (long run) | bf16 |" in md
     assert "| sam2.1_hiera_tiny | 128 | official-vos |" in md  # skipped, with its reason
     png = (out / "results_gpu.png").read_bytes()
@@ -226,9 +245,136 @@ def test_contenders_that_cannot_run_are_skipped_with_the_reason(tmp_path):
     assert reasons["tensorrt"] == "tensorrt is not installed"
     assert "CUDA" in reasons["onnxruntime-cuda"] and "torch.compile" in reasons["official-vos"]
     assert "no_such_option" in reasons["torch-bf16"]  # an option the backend does not take: not silently dropped
-    assert bench.prepare_engines(tmp_path, tmp_path, 2, cpu) == (None, "TensorRT needs a CUDA device")
+    assert bench.prepare_engines(tmp_path, tmp_path, [2], 2, cpu) == (None, "TensorRT needs a CUDA device")
+    # engines per object count: the one tuned for the cell's count, else the fewest; the device option is taken
+    ctx.engine_dirs = {1: tmp_path / "trt_opt1", 4: tmp_path / "trt_opt4"}
+    for objects, expected in ((4, "trt_opt4"), (None, "trt_opt1"), (3, "trt_opt1")):
+        with pytest.raises(bench.Skip) as e:
+            bench.open_contender("tensorrt", ctx, objects)
+        assert expected in str(e.value) and "no option" not in str(e.value), str(e.value)
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():  # a CPU build: the reason names the fix
         cpu.cuda = True  # as on a GPU machine whose onnxruntime has no CUDA provider
         with pytest.raises(bench.Skip, match="onnxruntime-gpu"):
             bench.open_contender("onnxruntime-cuda", ctx)
+
+
+def test_memory_peak_and_retained_from_samples():
+    bench = load_bench()
+    mb = 2**20
+    # baseline 1000 MB (others' memory); the opening adds 100; step 0 grows 50 with a 30 MB excursion inside;
+    # step 1 frees 20 while others' memory is unchanged; step 2 grows 5
+    steps = [(0, 1100 * mb, 1150 * mb, 1180 * mb), (1, 1150 * mb, 1130 * mb, 1160 * mb), (2, 1130 * mb, 1135 * mb)]
+    f = bench.memory_figures(1000 * mb, 1100 * mb, steps)
+    assert f["peak"] == 180 * mb  # held 100 + the excursion of step 0 to 1180
+    assert f["retained"] == 135 * mb  # 100 + 50 - 20 + 5
+    assert f["series"] == [(0, 150 * mb), (1, 130 * mb), (2, 135 * mb)]
+    # interleaved: another contender's memory between this one's steps is not charged (only the deltas are)
+    g = bench.memory_figures(0, 10, [(0, 10, 12), (1, 5000, 5002), (2, 9000, 9002)])
+    assert g["peak"] == g["retained"] == 16 and g["series"][-1] == (2, 16)
+    # device-level samples (no in-step peak): the peak is the most held at any sample
+    h = bench.memory_figures(0, 40, [(0, 40, 100), (1, 100, 60)])
+    assert (h["peak"], h["retained"]) == (100, 60)
+    assert bench.memory_growth_mb([(f, b) for f, b in f["series"]], skip_frames=1) == 5.0
+
+
+def test_engine_builds_per_benchmarked_object_count():
+    bench = load_bench()
+    plan = bench.engine_build_plan([8, 1, 4, 8, 16], 16, 1, "/w/timing.cache")
+    assert sorted(plan) == [1, 4, 8, 16]
+    for n, kw in plan.items():
+        assert kw == {"fp16": True, "max_objects": 16, "opt_objects": n, "device": 1, "timing_cache": "/w/timing.cache"}
+    with pytest.raises(ValueError):
+        bench.engine_build_plan([1, 32], 16, 0, "c")
+    with pytest.raises(ValueError):
+        bench.engine_build_plan([], 16, 0, "c")
+    # the builder takes every planned keyword (BuildLimits' fields and BuildOptions' device / timing cache)
+    from dataclasses import fields
+
+    from sam2_ros.backends.tensorrt.build import BuildLimits, BuildOptions
+
+    taken = {f.name for f in fields(BuildOptions)} | {f.name for f in fields(BuildLimits)}
+    assert set(plan[4]) <= taken
+    BuildLimits(max_objects=16, opt_objects=4)  # a valid profile for every planned count
+
+
+def test_gc_is_paused_for_the_timed_frames_and_restored_after():
+    import gc
+    import weakref
+
+    bench = load_bench()
+
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    before = cycle()
+    with bench.gc_paused() as info:
+        assert before() is None and info["collected_before"] >= 2  # collected on entry
+        assert not gc.isenabled() and gc.get_freeze_count() > frozen
+        inside = cycle()
+        for _ in range(50_000):  # far past the generation-0 threshold: no automatic collection while paused
+            Node()
+            cycle()
+        assert inside() is not None
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    assert inside() is None and info["collected_after"] >= 2  # collected on exit
+
+
+def test_fp32_precision_is_set_explicitly_and_restored():
+    torch = pytest.importorskip("torch")
+    bench = load_bench()
+    saved = bench.fp32_precision_state(torch)
+    try:
+        off = bench.set_fp32_precision(torch, False)
+        assert (off["matmul"], off["cudnn_conv"]) == ("ieee", "ieee")
+        assert off == bench.fp32_precision_state(torch)
+        on = bench.set_fp32_precision(torch, True)
+        assert (on["matmul"], on["cudnn_conv"]) == ("tf32", "tf32")
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            assert on["api"] == "fp32_precision" and torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        restored = bench.set_fp32_precision(torch, False, saved)
+    assert restored == saved
+
+
+def test_engine_timer_times_the_graph_calls_inside_each_step(tiny_export_128, tiny_checkpoint, bedroom_frames):
+    """On the CPU (perf_counter clock): per-frame totals of the real torch backend's graph calls,
+    each no longer than the tracker's whole step, nested calls counted once, methods restored."""
+    import time
+
+    bench = load_bench()
+    from sam2_ros.backends import load_backend
+    from sam2_ros.tracker import Tracker
+
+    backend = load_backend(tiny_export_128, "torch", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
+    try:
+        timer = bench.EngineTimer(backend, bench.Device("cpu").engine_clock(backend))
+        assert timer.label.startswith("perf_counter") and "encode_image" in vars(backend)
+        tracker = Tracker(backend, max_objects=2)
+        frames = [np.ascontiguousarray(f[::4, ::4]) for f in bedroom_frames[:3]]
+        totals = []
+        for i, frame in enumerate(frames):
+            calls = timer.calls
+            timer.begin_frame()
+            t0 = time.perf_counter()
+            tracker.step(frame)
+            if i == 0:
+                tracker.add_prompt(1, points=[[60.0, 40.0]], labels=[1])
+            wall = time.perf_counter() - t0
+            totals.append((timer.end_frame(), wall, timer.calls - calls))
+        for engine, wall, _ in totals:
+            assert 0 < engine <= wall
+        # a tracked frame: encode_image and track_step; the composed track_step's attend_memory, decode and
+        # encode_memory (CPU, no CUDA graph) run inside it and are not counted again
+        assert totals[2][2] == 2, totals
+        timer.remove()
+        assert not any(m in vars(backend) for m in bench.EngineTimer.METHODS)
+    finally:
+        backend.close()
