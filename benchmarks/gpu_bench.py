@@ -744,7 +744,7 @@ class Device:
         backend enqueues on (TensorRT: its own stream; torch: the current stream), perf_counter on the CPU."""
         if not self.cuda:
             return HostClock()
-        handle = getattr(backend, "_stream_handle", None)  # the TensorRT backend's cudaStream_t
+        handle = getattr(backend, "cuda_stream", None)  # the TensorRT backend's cudaStream_t
         stream = self.torch.cuda.ExternalStream(handle, device=self.device) if handle else None
         return CudaEventClock(self.torch, stream)
 

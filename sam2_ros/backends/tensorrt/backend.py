@@ -628,6 +628,12 @@ class TensorRTBackend:
             eng.bind(self._device_buffers)
 
     @property
+    def cuda_stream(self) -> int:
+        """The ``cudaStream_t`` handle every copy and engine launch of this backend is enqueued on
+        (to time them with CUDA events, or to order other work after them)."""
+        return self._stream_handle
+
+    @property
     def limits(self) -> ShapeLimits:
         """Largest objects / memory slots / pointer slots / points the engines accept."""
         ma, dec = self.engines["memory_attention"], self.engines["mask_decoder"]
