@@ -27,7 +27,17 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The model settings the tracker needs, read from the manifest's ``flags``."""
+    """The model settings the tracker needs, read from the manifest's ``flags``.
+
+    The export reads them from the built model, so every model-specific fact the runtime uses is
+    here, never keyed on the model's name. The memory layout: a memory frame is ``mem_tokens``
+    tokens of ``mem_dim`` (SAM 2: the ``feat_size**2`` feature map; EdgeTAM: 256 global + 256 2-D
+    Perceiver latents = 512). Memory attention (``memory_attention_layers`` layers) rotates the last
+    ``mem_rope_grid[0] * mem_rope_grid[1]`` tokens of each memory frame by RoPE on that integer grid
+    (SAM 2: every token, on the query grid; EdgeTAM: the 2-D latents on 16x16), the others and the
+    object-pointer tokens not at all. ``add_tpos_enc_to_obj_ptrs`` / ``no_obj_embed_spatial``: the
+    pointers' temporal encoding and the "absent" memory embedding (None: an export that predates them).
+    """
 
     model: str
     image_size: int
@@ -47,6 +57,19 @@ class ModelSpec:
     fixed_no_obj_ptr: bool
     pred_obj_scores: bool
     directly_add_no_mem_embed: bool
+    mem_tokens: int = 0
+    mem_rope_grid: tuple[int, int] = (0, 0)
+    memory_attention_layers: int = 4
+    add_tpos_enc_to_obj_ptrs: bool | None = None
+    no_obj_embed_spatial: bool | None = None
+
+    def __post_init__(self):
+        # exports from before these fields: SAM 2, every memory token a feature-map cell on the query grid
+        if not self.mem_tokens:
+            object.__setattr__(self, "mem_tokens", self.feat_size**2)
+        if not any(self.mem_rope_grid):
+            object.__setattr__(self, "mem_rope_grid", (self.feat_size, self.feat_size))
+        object.__setattr__(self, "mem_rope_grid", tuple(int(x) for x in self.mem_rope_grid))
 
     @property
     def low_res_size(self) -> int:
@@ -74,6 +97,11 @@ class Manifest:
         return self.path.parent / (name + suffix)
 
 
+#: Settings an older export may lack (ModelSpec has the value they had then).
+_OPTIONAL_FLAGS = {"mem_tokens", "mem_rope_grid", "memory_attention_layers", "add_tpos_enc_to_obj_ptrs",
+                   "no_obj_embed_spatial"}
+
+
 def load_manifest(engine_dir: str | Path) -> Manifest:
     """Read and check ``engine_dir/manifest.json``; raise :class:`EngineError` with the reason."""
     engine_dir = Path(engine_dir)
@@ -92,7 +120,9 @@ def load_manifest(engine_dir: str | Path) -> Manifest:
         )
     flags = data.get("flags", {})
     try:
-        spec = ModelSpec(model=data["model"], **{k: flags[k] for k in ModelSpec.__dataclass_fields__ if k != "model"})
+        optional = _OPTIONAL_FLAGS & set(flags)
+        spec = ModelSpec(model=data["model"], **{k: flags[k] for k in ModelSpec.__dataclass_fields__
+                                                 if k != "model" and (k not in _OPTIONAL_FLAGS or k in optional)})
     except KeyError as e:
         raise EngineError(f"{path} lacks the model setting {e}; re-export with this sam2_ros") from None
     missing = [g for g in GRAPH_NAMES if g not in data.get("graphs", {})]

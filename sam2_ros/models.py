@@ -1,6 +1,12 @@
-"""The official SAM 2 / 2.1 models: one table of name -> hydra config and checkpoint URL.
+"""The official models: one table of name -> hydra config, checkpoint URL and the code that builds it.
 
-Torch-free: the CLI, the downloader and the export toolchain all read this table.
+SAM 2 / 2.1 come from Meta's ``sam2`` package; EdgeTAM (facebookresearch/EdgeTAM, a SAM 2 with a
+RepViT trunk, a Perceiver resampler after the memory encoder and 2 memory-attention layers) from
+Meta's EdgeTAM code, whose package is also called ``sam2``: it lives in an environment of its own
+(``scripts/install_edgetam.sh``), and the export and the checkpoint maker run there.
+What the runtime needs to know about a model's shapes (tokens per memory frame, the RoPE layout of
+the memory keys, ...) is not here but in the manifest the export writes (``ModelSpec``), read from
+the built model itself. Torch-free: the CLI, the downloader and the export toolchain read this table.
 """
 
 from __future__ import annotations
@@ -10,11 +16,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class OfficialModel:
-    """One official model: its hydra config inside the ``sam2`` package and its checkpoint."""
+    """One official model: its hydra config inside its package and its checkpoint.
+
+    ``package``: whose ``sam2`` package builds it: ``"sam2"`` (Meta's SAM 2) or ``"edgetam"``
+    (Meta's EdgeTAM, another ``sam2`` package, in its own environment).
+    ``size_overrides``: hydra overrides that follow the image size besides ``image_size``, with
+    ``{feat}`` the feature-map side (image size / 16); EdgeTAM's cross-attention has its query
+    RoPE grid in the config (64x64 at 1024 px).
+    """
 
     name: str
     config: str
     checkpoint_url: str
+    package: str = "sam2"
+    size_overrides: tuple[str, ...] = ()
 
     @property
     def checkpoint_file(self) -> str:
@@ -23,7 +38,9 @@ class OfficialModel:
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
 
-#: The eight official models, by the names users know (the official checkpoint file names).
+_EDGETAM_URL = "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
+
+#: The official models, by the names users know (the official checkpoint file names).
 MODELS: dict[str, OfficialModel] = {
     m.name: m
     for m in (
@@ -35,6 +52,8 @@ MODELS: dict[str, OfficialModel] = {
         OfficialModel("sam2_hiera_small", "configs/sam2/sam2_hiera_s.yaml", f"{_BASE_URL}/072824/sam2_hiera_small.pt"),
         OfficialModel("sam2_hiera_base_plus", "configs/sam2/sam2_hiera_b+.yaml", f"{_BASE_URL}/072824/sam2_hiera_base_plus.pt"),
         OfficialModel("sam2_hiera_large", "configs/sam2/sam2_hiera_l.yaml", f"{_BASE_URL}/072824/sam2_hiera_large.pt"),
+        OfficialModel("edgetam", "configs/edgetam.yaml", _EDGETAM_URL, package="edgetam",
+                      size_overrides=("++model.memory_attention.layer.cross_attention.q_sizes=[{feat},{feat}]",)),
     )
 }
 

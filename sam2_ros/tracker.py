@@ -192,7 +192,7 @@ class Tracker:
         self.corrections_as_conditioning = bool(corrections_as_conditioning)
         max_ptrs = spec.max_obj_ptrs_in_encoder
         self.ptr_span = (min(num_frames, max_ptrs) if num_frames else max_ptrs) - 1
-        hw = spec.feat_size**2
+        hw = spec.mem_tokens  # tokens per memory frame (from the manifest)
         self.storage = backend.storage
         self.imaging = backend.imaging
         self.bank = MemoryBank(

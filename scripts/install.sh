@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything sam2_ros needs (core, export toolchain, tests, ROS 2 wheels) into .venv.
 # Idempotent. Usage: bash scripts/install.sh   (SAM2_ROS_NO_ROS=1 skips the ROS 2 wheels)
+# Also makes .venv-edgetam, Meta's EdgeTAM code for the EdgeTAM export and its parity tests
+# (scripts/install_edgetam.sh; SAM2_ROS_NO_EDGETAM=1 skips it, and those tests then skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -17,6 +19,9 @@ pip install -q -r requirements.txt
 # no deps (torchvision has no CPU build here and is not needed), no CUDA extension.
 python -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 pip install -q --no-deps --no-build-isolation "sam2==1.1.0"
 pip install -q --no-deps --no-build-isolation -e .
+if [ "${SAM2_ROS_NO_EDGETAM:-0}" != "1" ]; then
+  bash scripts/install_edgetam.sh
+fi
 if [ "${SAM2_ROS_NO_ROS:-0}" != "1" ] && [ -f scripts/install_ros.sh ]; then
   bash scripts/install_ros.sh
 fi

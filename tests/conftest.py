@@ -54,15 +54,9 @@ def perturbed_checkpoint(src: Path, dst: Path, score_shift: float, mask_shift: f
     """A random checkpoint whose object-score head and mask hypernetworks are biased so that
     objects are absent on prompted frames (negative scores) and tracked masks are small.
     Random weights alone give near-trivial masks that never exercise these paths."""
-    import torch
+    from sam2_ros_export.checkpoint import perturb_checkpoint
 
-    ck = torch.load(src, map_location="cpu", weights_only=True)
-    sd = ck["model"]
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += score_shift
-    for i in range(4):
-        sd[f"sam_mask_decoder.output_hypernetworks_mlps.{i}.layers.2.bias"] += mask_shift
-    torch.save(ck, dst)
-    return dst
+    return perturb_checkpoint(src, dst, score_shift, mask_shift)
 
 
 @pytest.fixture(scope="session")

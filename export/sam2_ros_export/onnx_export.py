@@ -40,7 +40,7 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: 
     g = torch.Generator().manual_seed(0)
     s, h = flags["image_size"], flags["feat_size"]
     c, cm = flags["hidden_dim"], flags["mem_dim"]
-    hw = h * h
+    hw = flags["mem_tokens"]
     mem_valid = torch.ones(n_obj, mem_slots, dtype=torch.bool)
     mem_valid[:, -2:] = False
     ptr_valid = torch.ones(n_obj, ptr_slots, dtype=torch.bool)

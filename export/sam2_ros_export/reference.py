@@ -35,14 +35,24 @@ class ReferenceRun:
 
 
 def official_fill_hole_area(predictor) -> int:
-    """The hole-filling area the official predictor really applies here: its CUDA extension
-    fills holes of ``fill_hole_area`` pixels on GPU; without it (CPU, or a build without the
-    extension) the step is skipped with a warning, so the effective area is 0."""
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
+    """The hole-filling area the official predictor really applies here, found by asking its own
+    ``fill_holes_in_mask_scores`` to fill a one-pixel hole on its device: Meta's SAM 2 fills holes of
+    ``fill_hole_area`` pixels with its CUDA extension and skips the step (with a warning) without it,
+    so on CPU the effective area is 0; EdgeTAM's package (edgetam-dimos) falls back to OpenCV and
+    fills them on CPU too."""
+    import warnings
+
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    area = int(predictor.fill_hole_area)
+    if area <= 0:
         return 0
-    return int(predictor.fill_hole_area) if predictor.device.type == "cuda" else 0
+    probe = torch.ones(1, 1, 8, 8, device=predictor.device)
+    probe[0, 0, 3, 3] = -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        filled = fill_holes_in_mask_scores(probe, area)
+    return area if float(filled[0, 0, 3, 3]) > 0 else 0
 
 
 def _official_images(frames: list[np.ndarray], image_size: int) -> torch.Tensor:

@@ -224,7 +224,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                               np.zeros((1, 1, lr, lr), np.float32), zero, one)
             self.encode_memory(feats, out.low_res_masks, one, out.object_score_logits)
         recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
-        hw = spec.feat_size**2
+        hw = spec.mem_tokens
         multimask = spec.use_multimask(is_init=False, num_points=0)  # what a tracked frame uses
         runs = 1
         if self.track_graphs is not None:

@@ -1,4 +1,4 @@
-"""Export-friendly PyTorch modules, one per ONNX graph, built on the official SAM 2 modules.
+"""Export-friendly PyTorch modules, one per ONNX graph, built on the official SAM 2 / EdgeTAM modules.
 
 Each wrapper reuses the official sub-modules and weights and reproduces what
 ``SAM2Base`` computes for one streamed frame (docs/ARCHITECTURE.md, sections 2 and 6), with three changes
@@ -10,11 +10,19 @@ that make the graphs exportable and batchable over objects:
 * Python flags (multi-mask, binarise, "no memory") become input tensors, so one graph
   serves tracking frames and prompted frames.
 
+The modules read the model's shape facts from the model itself (:func:`memory_layout`): a memory
+frame is the memory encoder's feature map (SAM 2) or, when the model has a ``spatial_perceiver``
+(EdgeTAM), its latents, which the memory-encoder graph computes (:class:`PerceiverExport`, batched
+over objects, where the official resampler only runs one object at a time); the keys' RoPE covers
+the part of each memory frame, and the grid, that the model's cross-attention rotates.
+:func:`model_flags` writes these facts into the manifest, so the runtime never asks which model it runs.
+
 The same modules back the PyTorch backend, so ONNX and PyTorch run identical maths.
 """
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +59,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class RoPEAttentionExport(nn.Module):
-    """``RoPEAttention`` with real-valued RoPE and an optional key-validity mask."""
+    """``RoPEAttention`` / ``RoPEAttentionv2`` with real-valued RoPE and an optional key-validity mask.
 
-    def __init__(self, attn: nn.Module, feat_hw: tuple[int, int]):
+    Queries are rotated on the ``feat_hw`` grid. Keys: in self-attention (``mem_tokens`` None) like
+    the queries; in cross-attention to memory, each memory frame of ``mem_tokens`` tokens has its
+    last ``key_grid[0] * key_grid[1]`` tokens rotated on the integer ``key_grid`` (its first tokens,
+    and the object-pointer tokens after the frames, are not rotated).
+    """
+
+    def __init__(self, attn: nn.Module, feat_hw: tuple[int, int], mem_tokens: int | None = None,
+                 key_grid: tuple[int, int] | None = None):
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj,
@@ -65,10 +80,30 @@ class RoPEAttentionExport(nn.Module):
         angles = rope_angles(head_dim, w, h, theta)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
+        kh, kw = key_grid or feat_hw
+        k_angles = angles if (kh, kw) == (h, w) else rope_angles(head_dim, kw, kh, theta)
+        self.register_buffer("k_cos", k_angles.cos(), persistent=False)
+        self.register_buffer("k_sin", k_angles.sin(), persistent=False)
+        self.mem_tokens = mem_tokens or h * w
+        if self.mem_tokens < kh * kw:
+            raise ValueError(f"a memory frame of {self.mem_tokens} tokens cannot hold a {kh}x{kw} RoPE grid")
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def _rope_keys(self, k: torch.Tensor, num_frames) -> torch.Tensor:
+        """Rotate the RoPE part of each of the first ``num_frames`` memory frames of ``k`` [B,nh,N,d]."""
+        b, nh, _, d = k.shape
+        t, r = self.mem_tokens, self.k_cos.shape[0]
+        n_sp = num_frames * t
+        frames = k[:, :, :n_sp].reshape(b, nh, -1, t, d)  # [B, nh, M, T, d]
+        if r == t:
+            frames = apply_rope(frames, self.k_cos, self.k_sin)
+        else:
+            frames = torch.cat([frames[:, :, :, : t - r], apply_rope(frames[:, :, :, t - r :], self.k_cos, self.k_sin)],
+                               dim=3)
+        return torch.cat([frames.reshape(b, nh, n_sp, d), k[:, :, n_sp:]], dim=2)
 
     def forward(
         self,
@@ -76,7 +111,6 @@ class RoPEAttentionExport(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         num_rope_k_repeats: int = 1,
-        num_k_exclude_rope: torch.Tensor | int = 0,
         key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
@@ -85,17 +119,79 @@ class RoPEAttentionExport(nn.Module):
         q = apply_rope(q, self.cos, self.sin)
         if q.shape[0] != k.shape[0]:  # queries shared by every object (the first layer's)
             q = q.expand(k.shape[0], -1, -1, -1)
-        n_rope = self.cos.shape[0] * num_rope_k_repeats
-        k_rope = apply_rope(
-            k[:, :, :n_rope],
-            self.cos.repeat(num_rope_k_repeats, 1),
-            self.sin.repeat(num_rope_k_repeats, 1),
-        )
-        k = torch.cat([k_rope, k[:, :, n_rope:]], dim=2)
+        k = self._rope_keys(k, num_rope_k_repeats)
         mask = None if key_valid is None else key_valid[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, nh, t, ch = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, nh * ch))
+
+
+def memory_layout(sam: nn.Module, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A memory frame's layout, read from the model: its position encoding [T, mem_dim] (T tokens
+    per frame) and the integer grid on which memory attention rotates its last tokens by RoPE.
+
+    SAM 2: the memory encoder's sine encoding of the feature map, RoPE on the query grid.
+    EdgeTAM: the Perceiver resampler's (zeros for the global latents, a sine encoding of the 2-D
+    latents' grid), RoPE on the grid of the cross-attention's key frequencies (``freqs_cis_k``).
+    """
+    h = w = image_size // sam.backbone_stride
+    with torch.no_grad():
+        pos = sam.memory_encoder.position_encoding(torch.zeros(1, sam.mem_dim, h, w))
+        perceiver = getattr(sam, "spatial_perceiver", None)
+        if perceiver is not None:  # one object: the official resampler runs it
+            _, pos = perceiver(torch.zeros(1, sam.mem_dim, h, w), pos)
+        else:
+            pos = pos.flatten(2).transpose(1, 2)
+    grid = (h, w)
+    for layer in sam.memory_attention.layers:
+        freqs_k = getattr(layer.cross_attn_image, "freqs_cis_k", None)
+        if freqs_k is not None:
+            side = math.isqrt(freqs_k.shape[0])
+            if side * side != freqs_k.shape[0]:
+                raise ValueError(f"non-square key RoPE grid of {freqs_k.shape[0]} positions")
+            grid = (side, side)
+    return pos[0].float(), grid
+
+
+class PerceiverExport(nn.Module):
+    """EdgeTAM's ``PerceiverResampler`` on the memory encoder's output, batched over objects.
+
+    The official module's 2-D path ``.view``s an expanded tensor and fails with two or more objects
+    (facebookresearch/EdgeTAM issue 15); this one uses the same layers and weights with reshapes
+    that batch. Input [B, C, H, W]; output [B, num_latents + num_latents_2d, C]: the global latents
+    (attending to every token, the sine position added to keys and values), then one latent per
+    window of the (sqrt(num_latents_2d))^2 grid, attending to that window's tokens.
+    """
+
+    def __init__(self, perceiver: nn.Module, pos: torch.Tensor):
+        super().__init__()
+        self.layers = perceiver.layers
+        self.norm = perceiver.norm
+        self.latents = perceiver.latents if perceiver.num_latents > 0 else None
+        self.latents_2d = perceiver.latents_2d if perceiver.num_latents_2d > 0 else None
+        self.num_window = math.isqrt(max(perceiver.num_latents_2d, 0))
+        self.register_buffer("pos", pos.flatten(2).transpose(1, 2), persistent=False)  # [1, HW, C]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        out = []
+        if self.latents is not None:
+            tokens = x.flatten(2).transpose(1, 2)
+            pos = self.pos.expand(b, -1, -1)
+            lat = self.latents.unsqueeze(0).expand(b, -1, -1)
+            for layer in self.layers:
+                lat = layer(lat, tokens, pos)
+            out.append(self.norm(lat))
+        if self.latents_2d is not None:
+            n = self.num_window
+            ws = h // n
+            windows = (x.permute(0, 2, 3, 1).reshape(b, n, ws, n, ws, c).permute(0, 1, 3, 2, 4, 5)
+                       .reshape(b * n * n, ws * ws, c))
+            lat = self.latents_2d.unsqueeze(0).expand(b, -1, -1).reshape(b * n * n, 1, c)
+            for layer in self.layers:
+                lat = layer(lat, windows)
+            out.append(self.norm(lat.reshape(b, n * n, c)))
+        return torch.cat(out, dim=1)
 
 
 class ImageEncoderGraph(nn.Module):
@@ -114,7 +210,7 @@ class ImageEncoderGraph(nn.Module):
 class MemoryAttentionGraph(nn.Module):
     """Condition the frame embedding on each object's memory bank.
 
-    Inputs: image_embed [1,256,h,w]; mem_feats [B,M,h*w,64]; mem_tpos_row [B,M] int64
+    Inputs: image_embed [1,256,h,w]; mem_feats [B,M,T,64] (T tokens per memory frame); mem_tpos_row [B,M] int64
     (row of ``maskmem_tpos_enc``); mem_valid [B,M] bool; obj_ptrs [B,P,256];
     ptr_tpos [B,P] float (offset already divided by the pointer span); ptr_valid [B,P] bool.
     Output: pix_feat [B,256,h,w].
@@ -129,11 +225,14 @@ class MemoryAttentionGraph(nn.Module):
         self.layers = ma.layers
         self.norm = ma.norm
         self.pos_enc_at_input = ma.pos_enc_at_input
+        mem_pos, key_grid = memory_layout(sam, image_size)
+        self.mem_tokens = mem_pos.shape[0]
         self.self_attn = nn.ModuleList(
             RoPEAttentionExport(layer.self_attn, (self.h, self.w)) for layer in ma.layers
         )
         self.cross_attn = nn.ModuleList(
-            RoPEAttentionExport(layer.cross_attn_image, (self.h, self.w)) for layer in ma.layers
+            RoPEAttentionExport(layer.cross_attn_image, (self.h, self.w), self.mem_tokens, key_grid)
+            for layer in ma.layers
         )
         self.maskmem_tpos_enc = sam.maskmem_tpos_enc  # [num_maskmem,1,1,mem_dim]
         self.add_tpos_enc_to_obj_ptrs = sam.add_tpos_enc_to_obj_ptrs
@@ -143,14 +242,11 @@ class MemoryAttentionGraph(nn.Module):
             curr_pos = sam.image_encoder.neck.position_encoding(
                 torch.zeros(1, self.hidden_dim, self.h, self.w)
             )
-            mem_pos = sam.memory_encoder.position_encoding(
-                torch.zeros(1, self.mem_dim, self.h, self.w)
-            )
         self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2), persistent=False)
-        self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2), persistent=False)
+        self.register_buffer("mem_pos", mem_pos.unsqueeze(0), persistent=False)  # [1, T, mem_dim]
 
     def forward(self, image_embed, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
-        b, m, hw, c_mem = mem_feats.shape
+        b, m, t, c_mem = mem_feats.shape
         p = obj_ptrs.shape[1]
         split = self.hidden_dim // self.mem_dim
         # the frame's tokens are the same for every object until the first cross-attention: the
@@ -158,8 +254,8 @@ class MemoryAttentionGraph(nn.Module):
         curr = image_embed.flatten(2).transpose(1, 2)
         # spatial memories: features + sine PE + temporal row
         tpos = self.maskmem_tpos_enc.reshape(-1, self.mem_dim)[mem_tpos_row]  # [B,M,64]
-        mem_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(2)).reshape(b, m * hw, c_mem)
-        memory = mem_feats.reshape(b, m * hw, c_mem)
+        mem_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(2)).reshape(b, m * t, c_mem)
+        memory = mem_feats.reshape(b, m * t, c_mem)
         # object pointers, each split into `split` tokens of mem_dim
         if self.add_tpos_enc_to_obj_ptrs:
             tpos_dim = self.hidden_dim if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
@@ -176,7 +272,7 @@ class MemoryAttentionGraph(nn.Module):
         else:
             key_valid = torch.cat(
                 [
-                    mem_valid.unsqueeze(2).expand(b, m, hw).reshape(b, m * hw),
+                    mem_valid.unsqueeze(2).expand(b, m, t).reshape(b, m * t),
                     ptr_valid.unsqueeze(2).expand(b, p, split).reshape(b, p * split),
                 ],
                 dim=1,
@@ -292,13 +388,21 @@ class MemoryEncoderGraph(nn.Module):
 
     Inputs: image_embed [1,256,h,w]; low_res_masks [B,1,4h,4w]; binarize [B] float
     (1 on prompted frames); object_score_logits [B,1].
-    Output: maskmem [B,h*w,64] (memory features, token-major as the bank stores them).
+    Output: maskmem [B,T,64] (memory features, token-major as the bank stores them): the
+    h*w feature map (SAM 2), or the Perceiver resampler's T latents (EdgeTAM).
     """
 
     def __init__(self, sam: nn.Module, image_size: int):
         super().__init__()
         self.enc = sam.memory_encoder
         self.image_size = image_size
+        perceiver = getattr(sam, "spatial_perceiver", None)
+        self.perceiver = None
+        if perceiver is not None:
+            h = image_size // sam.backbone_stride
+            with torch.no_grad():
+                pos = sam.memory_encoder.position_encoding(torch.zeros(1, sam.mem_dim, h, h))
+            self.perceiver = PerceiverExport(perceiver, pos)
         self.scale = float(sam.sigmoid_scale_for_mem_enc)
         self.bias = float(sam.sigmoid_bias_for_mem_enc)
         self.no_obj_embed_spatial = sam.no_obj_embed_spatial  # [1,64] or None
@@ -318,6 +422,8 @@ class MemoryEncoderGraph(nn.Module):
             feats = feats + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
         else:  # SAM 2.0: no "absent" embedding; keep the input so every model has one signature
             feats = feats + 0.0 * object_score_logits[:, :, None, None]
+        if self.perceiver is not None:
+            return self.perceiver(feats)
         return feats.flatten(2).transpose(1, 2)
 
 
@@ -345,7 +451,9 @@ def model_constants(sam: nn.Module) -> dict[str, "torch.Tensor"]:
 
 
 def model_flags(sam: nn.Module, image_size: int) -> dict:
-    """Host-side tracking settings of the model (they are Python flags in the official code)."""
+    """Host-side tracking settings of the model (they are Python flags in the official code) and
+    the memory layout (:func:`memory_layout`): the manifest's ``flags``, read into ``ModelSpec``."""
+    mem_pos, key_grid = memory_layout(sam, image_size)
     return {
         "image_size": image_size,
         "backbone_stride": sam.backbone_stride,
@@ -365,4 +473,9 @@ def model_flags(sam: nn.Module, image_size: int) -> dict:
         "fixed_no_obj_ptr": bool(sam.fixed_no_obj_ptr),
         "pred_obj_scores": bool(sam.pred_obj_scores),
         "directly_add_no_mem_embed": bool(sam.directly_add_no_mem_embed),
+        "mem_tokens": int(mem_pos.shape[0]),
+        "mem_rope_grid": list(key_grid),
+        "memory_attention_layers": len(sam.memory_attention.layers),
+        "add_tpos_enc_to_obj_ptrs": bool(sam.add_tpos_enc_to_obj_ptrs),
+        "no_obj_embed_spatial": sam.no_obj_embed_spatial is not None,
     }
