@@ -60,7 +60,25 @@ def cmd_download(args) -> int:
     return 0
 
 
+def _in_model_env(args) -> int | None:
+    """Re-run this command under the Python whose ``sam2`` package builds ``args.model`` (EdgeTAM's
+    lives in .venv-edgetam); its exit code, or None to run it here."""
+    from sam2_ros_export.model_env import model_python, run_python
+
+    python = model_python(args.model)
+    if python is None:
+        return None
+    log.info("%s: running under %s", args.model, python)
+    return run_python(python, ["-m", "sam2_ros.cli", *args.argv]).returncode
+
+
 def cmd_checkpoint(args) -> int:
+    try:
+        rc = _in_model_env(args)
+    except RuntimeError as e:
+        return _die(str(e))
+    if rc is not None:
+        return rc
     from sam2_ros_export.checkpoint import random_checkpoint
 
     print(
@@ -68,15 +86,22 @@ def cmd_checkpoint(args) -> int:
         "It segments nothing meaningful: use it for tests and smoke runs only." % args.random_seed,
         file=sys.stderr,
     )
-    print(random_checkpoint(args.model, args.random_seed, args.out))
+    print(random_checkpoint(args.model, args.random_seed, args.out, score_shift=args.score_shift,
+                            mask_shift=args.mask_shift))
     return 0
 
 
 def cmd_export(args) -> int:
-    from sam2_ros_export.onnx_export import export_model
-
     if not Path(args.checkpoint).is_file():
         return _die(f"checkpoint {args.checkpoint} does not exist (`sam2-ros download --model {args.model}`)")
+    try:
+        rc = _in_model_env(args)
+    except RuntimeError as e:
+        return _die(str(e))
+    if rc is not None:
+        return rc
+    from sam2_ros_export.onnx_export import export_model
+
     manifest = export_model(args.model, args.checkpoint, args.out, image_size=args.image_size, tolerance=args.tolerance)
     for name, g in manifest["graphs"].items():
         print(f"{name:17s} max|onnx - torch| = {g.get('max_abs_diff_vs_torch', float('nan')):.2e}")
@@ -315,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("checkpoint", help="write a RANDOM-weights checkpoint (tests only)")
     s.add_argument("--model", choices=models, default=DEFAULT_MODEL)
     s.add_argument("--random-seed", type=int, required=True)
+    s.add_argument("--score-shift", type=float, default=0.0,
+                   help="add to the object-score head's bias (negative: objects absent more often; tests)")
+    s.add_argument("--mask-shift", type=float, default=0.0,
+                   help="add to the mask hypernetworks' output biases (negative: smaller masks; tests)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_checkpoint)
 
@@ -437,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["node"]:  # all arguments belong to ROS (--ros-args ...)
         return cmd_node(argparse.Namespace(ros_args=argv[1:]))
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     rc = args.func(args)

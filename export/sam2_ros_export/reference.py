@@ -7,13 +7,23 @@ memory), and a new id is a new object, exactly the streaming semantics of
 ``_load_img_as_tensor`` (lossless PNG), so preprocessing is the official code too.
 Every prompt is given on its own frame: a prompts file's ``received_at`` (when our tracker
 receives it, late) is ignored here, so a late run of ours is compared with the prompt on time.
+
+Meta's EdgeTAM predictor is the SAM 2 code of before December 2024: no object may be added once
+tracking has started, and its Perceiver fails with two objects batched (EdgeTAM issue 15). Objects
+are independent in SAM 2 and EdgeTAM, so :func:`run_official_per_object` drives one inference state
+per object, each prompted on its own frames, and merges the runs. EdgeTAM's package lives in its own
+environment: :func:`reference_in_subprocess` runs this module there (``python -m
+sam2_ros_export.reference``) and reads the run back.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import pickle
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
@@ -32,6 +42,8 @@ class ReferenceRun:
     masks: np.ndarray  # [frames, objects, H, W] bool
     seconds: float  # wall time of prompts + propagation
     frame_seconds: dict[int, float]  # wall time until each frame's output was yielded (last pass)
+    fill_hole_area: int = 0  # what the official predictor's hole filling really did (official_fill_hole_area)
+    meta: dict = field(default_factory=dict)  # how the reference was made (model, package, options)
 
 
 def official_fill_hole_area(predictor) -> int:
@@ -134,4 +146,67 @@ def run_official(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> 
         for fi, d in masks_by_frame.items():
             if oid in d:
                 masks[fi, k] = d[oid]
-    return ReferenceRun(obj_ids, low_res, scores, masks, seconds, frame_seconds)
+    return ReferenceRun(obj_ids, low_res, scores, masks, seconds, frame_seconds,
+                        fill_hole_area=official_fill_hole_area(predictor))
+
+
+def run_official_per_object(predictor, frames: list[np.ndarray], prompts: list[Prompt]) -> ReferenceRun:
+    """:func:`run_official` once per object (its own inference state, its own prompts), merged.
+
+    The way to drive a predictor that cannot add objects after tracking starts or batch them
+    (EdgeTAM's); objects never interact in SAM 2, so the result is the batched one."""
+    ids = sorted({p.object_id for p in prompts if p.frame < len(frames)})
+    runs = [run_official(predictor, frames, [p for p in prompts if p.object_id == oid]) for oid in ids]
+    frame_seconds: dict[int, float] = {}
+    for r in runs:
+        for f, t in r.frame_seconds.items():
+            frame_seconds[f] = frame_seconds.get(f, 0.0) + t
+    return ReferenceRun(
+        ids, np.concatenate([r.low_res for r in runs], axis=1), np.concatenate([r.scores for r in runs], axis=1),
+        np.concatenate([r.masks for r in runs], axis=1), sum(r.seconds for r in runs), frame_seconds,
+        fill_hole_area=runs[0].fill_hole_area if runs else 0,
+    )
+
+
+def reference_in_subprocess(python: str | Path, model: str, checkpoint: str | Path, image_size: int,
+                            frames: list[np.ndarray], prompts: list[Prompt], official: dict | None = None,
+                            per_object: bool = True, work: str | Path | None = None) -> ReferenceRun:
+    """The official predictor of ``model`` run by ``python`` (an environment with the model's
+    package, e.g. EdgeTAM's) on ``frames`` and ``prompts``; ``official``: options of
+    ``build_video_predictor``. Inputs and the result cross as a pickle in ``work`` (a temporary
+    folder when None); a failure raises ``RuntimeError`` with the child's output."""
+    from sam2_ros_export.model_env import run_python
+
+    with tempfile.TemporaryDirectory(dir=work) as d:
+        job, out = Path(d) / "job.pkl", Path(d) / "reference.pkl"
+        job.write_bytes(pickle.dumps({
+            "model": model, "checkpoint": str(checkpoint), "image_size": image_size, "frames": frames,
+            "prompts": prompts, "official": official or {}, "per_object": per_object,
+        }))
+        proc = run_python(python, ["-m", "sam2_ros_export.reference", str(job), str(out)],
+                          capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"the official {model} run under {python} failed ({proc.returncode}):\n"
+                               f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return ReferenceRun(**pickle.loads(out.read_bytes()))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m sam2_ros_export.reference JOB OUT``: the child of :func:`reference_in_subprocess`."""
+    from sam2_ros.backends.torch_backend.official import build_video_predictor, installed_package
+
+    ap = argparse.ArgumentParser(description=_main.__doc__)
+    ap.add_argument("job")
+    ap.add_argument("out")
+    args = ap.parse_args(argv)
+    job = pickle.loads(Path(args.job).read_bytes())
+    predictor = build_video_predictor(job["model"], job["checkpoint"], image_size=job["image_size"], **job["official"])
+    run = (run_official_per_object if job["per_object"] else run_official)(predictor, job["frames"], job["prompts"])
+    run.meta = {"model": job["model"], "package": installed_package(), "torch": torch.__version__,
+                "official": json.loads(json.dumps(job["official"])), "per_object": job["per_object"]}
+    Path(args.out).write_bytes(pickle.dumps(dict(run.__dict__)))  # a dict: the class here is __main__'s
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

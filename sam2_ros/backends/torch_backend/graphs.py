@@ -307,6 +307,21 @@ class DenseMemoryAttentionGraph(MemoryAttentionGraph):
         return super().forward(image_embed, mem_feats, mem_tpos_row, None, obj_ptrs, ptr_tpos, None)
 
 
+def embed_points(pe: nn.Module, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``PromptEncoder._embed_points(coords, labels, pad=True)`` with ``torch.where`` (as Meta's SAM 2
+    1.1 writes it): EdgeTAM's older copy assigns through boolean indices, which the ONNX export
+    turns into broadcasts that fail at run time. Same values."""
+    coords = coords + 0.5  # centre of the pixel
+    coords = torch.cat([coords, torch.zeros_like(coords[:, :1])], dim=1)  # the padding point
+    labels = torch.cat([labels, -torch.ones_like(labels[:, :1])], dim=1)
+    emb = pe.pe_layer.forward_with_coords(coords, pe.input_image_size)
+    labels = labels.unsqueeze(-1)
+    emb = torch.where(labels == -1, torch.zeros_like(emb) + pe.not_a_point_embed.weight, emb)
+    for k, table in enumerate(pe.point_embeddings):
+        emb = torch.where(labels == k, emb + table.weight, emb)
+    return emb
+
+
 class MaskDecoderGraph(nn.Module):
     """Prompt encoder + mask decoder + mask/pointer selection for a batch of objects.
 
@@ -338,7 +353,7 @@ class MaskDecoderGraph(nn.Module):
     def forward(self, pix_feat, feat_s0, feat_s1, no_mem, point_coords, point_labels, mask_input, has_mask, multimask):
         b = pix_feat.shape[0]
         pix = pix_feat + no_mem.reshape(b, 1, 1, 1) * self.no_mem_embed.reshape(1, -1, 1, 1)
-        sparse = self.pe._embed_points(point_coords, point_labels, pad=True)
+        sparse = embed_points(self.pe, point_coords, point_labels)
         dense_mask = self.pe.mask_downscaling(mask_input)
         dense_none = self.pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(dense_mask)
         dense = torch.where(has_mask.reshape(b, 1, 1, 1) > 0.5, dense_mask, dense_none)
