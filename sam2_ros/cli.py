@@ -280,14 +280,15 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     """download (or random weights) -> export -> track the sample clip -> overlay + masks."""
     from sam2_ros.io.download import download_checkpoint
-    from sam2_ros_export.checkpoint import random_checkpoint
-
     repo = Path(__file__).resolve().parent.parent
     out = Path(args.out)
     work = out / "work"
     if args.random_weights:
         print("WARNING: --random-weights: a randomly initialised model; masks are meaningless (smoke run).", file=sys.stderr)
-        ckpt = random_checkpoint(args.model, 0, work / f"{args.model}_random.pt")
+        ckpt = work / f"{args.model}_random.pt"
+        argv = ["checkpoint", "--model", args.model, "--random-seed", "0", "--out", str(ckpt)]
+        if (rc := cmd_checkpoint(_parse(argv))) != 0:  # EdgeTAM: made in its own environment
+            return rc
     else:
         try:
             ckpt = download_checkpoint(args.model, args.checkpoint_dir)
@@ -297,7 +298,7 @@ def cmd_demo(args) -> int:
     if not (engines / "manifest.json").is_file() or args.force_export:
         export = ["export", "--model", args.model, "--checkpoint", str(ckpt), "--out", str(engines),
                   "--image-size", str(args.image_size)]
-        if (rc := cmd_export(build_parser().parse_args(export))) != 0:
+        if (rc := cmd_export(_parse(export))) != 0:
             return rc
     video = Path(args.video) if args.video else repo / "samples" / "bedroom_short.mp4"
     prompts = Path(args.prompts) if args.prompts else repo / "samples" / "bedroom_prompts.json"
@@ -459,14 +460,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parsed ``argv``, remembering it (a command may re-run itself in the model's environment)."""
+    args = build_parser().parse_args(argv)
+    args.argv = list(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["build"]:  # all options belong to the TensorRT builder
         return cmd_build(argparse.Namespace(build_args=argv[1:]))
     if argv[:1] == ["node"]:  # all arguments belong to ROS (--ros-args ...)
         return cmd_node(argparse.Namespace(ros_args=argv[1:]))
-    args = build_parser().parse_args(argv)
-    args.argv = list(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     rc = args.func(args)

@@ -93,3 +93,64 @@ def bedroom_frames(shared_data):
     return read_frames(shared_data / "videos" / "bedroom.mp4", 12)
 
 
+
+
+# ------------------------------------------------------------------ EdgeTAM
+# Meta's EdgeTAM code lives in .venv-edgetam (scripts/install_edgetam.sh): checkpoints and exports
+# are made through the CLI, which re-runs itself there, and the official predictor runs there in a
+# subprocess. Without that environment (SAM2_ROS_NO_EDGETAM=1) the EdgeTAM tests skip.
+EDGETAM_SIZE = 512
+
+
+@pytest.fixture(scope="session")
+def edgetam_python() -> Path:
+    from sam2_ros_export.model_env import edgetam_python
+
+    try:
+        return edgetam_python()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
+def run_cli(*args: str, check: bool = True):
+    """``python -m sam2_ros.cli ARGS`` in a subprocess (the EdgeTAM commands re-run themselves)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sam2_ros.cli", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sam2-ros {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def edgetam_checkpoint(artifacts, edgetam_python) -> Path:
+    """Random EdgeTAM weights in the official format, object-score bias +0.3: visible masks (13-65 %)."""
+    path = artifacts / "edgetam_seed0_s0.3.pt"
+    if not path.is_file():
+        run_cli("checkpoint", "--model", "edgetam", "--random-seed", "0", "--score-shift", "0.3", "--out", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def edgetam_export(artifacts, edgetam_checkpoint) -> Path:
+    out = artifacts / f"edgetam_{EDGETAM_SIZE}"
+    if not (out / "manifest.json").is_file():
+        run_cli("export", "--model", "edgetam", "--checkpoint", str(edgetam_checkpoint),
+                "--image-size", str(EDGETAM_SIZE), "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def edgetam_hard_checkpoint(artifacts, edgetam_checkpoint) -> Path:
+    """Scores near zero (objects absent on some frames, reappearing) and small masks (1-7 %)."""
+    return perturbed_checkpoint(edgetam_checkpoint, artifacts / "edgetam_hard.pt", score_shift=-0.192, mask_shift=-0.05)
+
+
+@pytest.fixture(scope="session")
+def edgetam_hard_export(artifacts, edgetam_hard_checkpoint) -> Path:
+    out = artifacts / f"edgetam_hard_{EDGETAM_SIZE}"
+    if not (out / "manifest.json").is_file():
+        run_cli("export", "--model", "edgetam", "--checkpoint", str(edgetam_hard_checkpoint),
+                "--image-size", str(EDGETAM_SIZE), "--out", str(out))
+    return out

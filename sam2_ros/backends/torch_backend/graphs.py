@@ -170,10 +170,14 @@ class PerceiverExport(nn.Module):
         self.latents = perceiver.latents if perceiver.num_latents > 0 else None
         self.latents_2d = perceiver.latents_2d if perceiver.num_latents_2d > 0 else None
         self.num_window = math.isqrt(max(perceiver.num_latents_2d, 0))
+        # sizes as Python ints (constants in the exported graph, which then knows every size but the batch)
+        self.dim, self.side = pos.shape[1], pos.shape[-1]
+        self.tokens = max(perceiver.num_latents, 0) + max(perceiver.num_latents_2d, 0)
         self.register_buffer("pos", pos.flatten(2).transpose(1, 2), persistent=False)  # [1, HW, C]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        c, n = self.dim, self.num_window
+        b = x.shape[0]
         out = []
         if self.latents is not None:
             tokens = x.flatten(2).transpose(1, 2)
@@ -183,15 +187,14 @@ class PerceiverExport(nn.Module):
                 lat = layer(lat, tokens, pos)
             out.append(self.norm(lat))
         if self.latents_2d is not None:
-            n = self.num_window
-            ws = h // n
-            windows = (x.permute(0, 2, 3, 1).reshape(b, n, ws, n, ws, c).permute(0, 1, 3, 2, 4, 5)
-                       .reshape(b * n * n, ws * ws, c))
-            lat = self.latents_2d.unsqueeze(0).expand(b, -1, -1).reshape(b * n * n, 1, c)
+            ws = self.side // n
+            windows = (x.permute(0, 2, 3, 1).reshape(-1, n, ws, n, ws, c).permute(0, 1, 3, 2, 4, 5)
+                       .reshape(-1, ws * ws, c))
+            lat = self.latents_2d.unsqueeze(0).expand(b, -1, -1).reshape(-1, 1, c)
             for layer in self.layers:
                 lat = layer(lat, windows)
-            out.append(self.norm(lat.reshape(b, n * n, c)))
-        return torch.cat(out, dim=1)
+            out.append(self.norm(lat.reshape(-1, n * n, c)))
+        return torch.cat(out, dim=1).reshape(b, self.tokens, c)
 
 
 class ImageEncoderGraph(nn.Module):
