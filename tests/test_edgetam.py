@@ -175,27 +175,43 @@ def test_edgetam_commands_need_its_environment(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-def test_openvino_and_tensorrt_profiles_take_the_edgetam_export(edgetam_export, bedroom_frames):
-    """OpenVINO fp32 tracks an EdgeTAM export like ONNX Runtime (which the oracle tests prove exact),
-    bf16 close to it; the TensorRT build profiles come from the manifest's 512-token memory frames."""
-    from sam2_ros.backends.tensorrt.build import profile_shapes
-    from sam2_ros.postprocess import mask_iou
-
-    frames = bedroom_frames[:4]
+def _track_two(export_dir, frames, backend, **opts):
     prompts = [Prompt(0, 1, pts([300, 200]), np.array([1], np.int32)),
                Prompt(1, 2, None, None, np.array([600, 250, 800, 450], np.float32))]
-    runs = {}
-    for name, opts in (("onnxruntime", {}), ("openvino", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})):
-        backend = load_backend(edgetam_export, "openvino" if name == "bf16" else name, **opts)
-        runs[name] = run_tracker(Tracker(backend, max_objects=2, num_frames=len(frames)), frames, prompts,
-                                 keep_low_res=True)
-    ref, fp32, bf16 = runs["onnxruntime"], runs["openvino"], runs["bf16"]
+    tracker = Tracker(load_backend(export_dir, backend, **opts), max_objects=2, num_frames=len(frames))
+    return run_tracker(tracker, frames, prompts, keep_low_res=True)
+
+
+def test_openvino_and_tensorrt_profiles_take_the_edgetam_export(edgetam_export, bedroom_frames):
+    """OpenVINO fp32 tracks an EdgeTAM export like ONNX Runtime (which the oracle tests prove exact);
+    the TensorRT build profiles come from the manifest's 512-token memory frames."""
+    from sam2_ros.backends.tensorrt.build import profile_shapes
+
+    frames = bedroom_frames[:4]
+    ref = _track_two(edgetam_export, frames, "onnxruntime")
+    fp32 = _track_two(edgetam_export, frames, "openvino", precision="fp32")
     assert np.nanmax(np.abs(fp32.low_res - ref.low_res)) <= 1e-3
     valid = ~np.isnan(ref.scores)
     assert ((fp32.scores > 0) == (ref.scores > 0))[valid].all()
-    ious = [mask_iou(bf16.masks[f, k], ref.masks[f, k]) for f, k in zip(*np.nonzero(valid))]
-    assert np.mean(ious) >= 0.95, ious
     manifest = json.loads((edgetam_export / "manifest.json").read_text())
     ma = profile_shapes(manifest, "memory_attention", max_objects=4, cond_slots=2, opt_objects=2)
     assert ma["mem_feats"] == ((1, 6, 512, 64), (2, 8, 512, 64), (4, 8, 512, 64))
     assert profile_shapes(manifest, "memory_encoder")["low_res_masks"][2] == (8, 1, 128, 128)
+
+
+def test_openvino_bf16_on_edgetam(edgetam_export, bedroom_frames):
+    """bf16 (CPUs with bf16 matrix units): close to fp32, not exact."""
+    from sam2_ros.errors import EngineError
+    from sam2_ros.postprocess import mask_iou
+
+    frames = bedroom_frames[:4]
+    try:
+        bf16 = _track_two(edgetam_export, frames, "openvino", precision="bf16")
+    except EngineError as e:
+        if "bf16 support" in str(e):
+            pytest.skip(str(e))
+        raise
+    ref = _track_two(edgetam_export, frames, "onnxruntime")
+    valid = ~np.isnan(ref.scores)
+    ious = [mask_iou(bf16.masks[f, k], ref.masks[f, k]) for f, k in zip(*np.nonzero(valid))]
+    assert np.mean(ious) >= 0.95, ious
