@@ -2,8 +2,10 @@
 
 Layout per object row (``max_objects`` rows; live objects are rows ``0..n-1``):
 
-* spatial memories ``mem_feats [rows, R + K, HW, mem_dim]``: ``R = num_maskmem - 1`` recent
+* spatial memories ``mem_feats [rows, R + K, T, mem_dim]``: ``R = num_maskmem - 1`` recent
   slots used as a ring (slot = frame % R), then ``K`` conditioning slots (prompted frames);
+  ``T`` (``feat_hw``) is the number of tokens of one memory frame, from the manifest
+  (``ModelSpec.mem_tokens``: the feature map for SAM 2, 512 Perceiver latents for EdgeTAM);
 * object pointers ``obj_ptrs [rows, Rp + K, hidden]``: ``Rp = max_obj_ptrs - 1`` recent slots
   (ring, slot = frame % Rp), then the same ``K`` conditioning slots;
 * the current frame's outputs of each row: low-res logits, object score, pointer, and the
@@ -51,7 +53,7 @@ from sam2_ros.storage import HOST, Buffer, Storage
 class AttentionInputs:
     """Inputs of the memory-attention graph for a contiguous range of object rows."""
 
-    mem_feats: Buffer  # [n, M, HW, mem_dim] view of the bank (in the backend's storage)
+    mem_feats: Buffer  # [n, M, T, mem_dim] view of the bank (in the backend's storage)
     mem_tpos_row: np.ndarray  # [n, M] int64
     mem_valid: np.ndarray  # [n, M] bool
     obj_ptrs: Buffer  # [n, P, hidden] view of the bank

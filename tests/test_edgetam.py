@@ -128,6 +128,7 @@ def test_bedroom_click_box_mask_midstream_refinements_late_prompt(edgetam_python
     ours, ref = run_both(edgetam_python, edgetam_export, edgetam_checkpoint, frames, prompts,
                          official={"max_cond_frames": 2}, tracker={"cond_slots": 2})
     mean_iou, max_diff = assert_parity(ours, ref)
+    print(f"edgetam@512 bedroom: mean IoU {mean_iou:.6f}, max logit diff {max_diff:.2e}, official {ref.seconds:.1f} s")
     assert np.isnan(ref.scores[:2, 2]).all() and not np.isnan(ref.scores[2:, 2]).any()
     frac = ref.masks.mean(axis=(2, 3))[~np.isnan(ref.scores)]
     assert (frac > 0.05).sum() >= 10, frac  # real masks, not the trivial all-absent output
@@ -156,7 +157,25 @@ def test_cups_absent_objects_small_masks_official_correction_default(edgetam_pyt
     assert (ref.scores[valid] < 0).sum() >= 1 and (ref.scores[valid] > 0).sum() >= 10, ref.scores
     frac = ref.masks.mean(axis=(2, 3))[valid & (ref.scores > 0)]
     assert (frac < 0.05).sum() >= 10, frac
-    assert_parity(ours, ref)
+    mean_iou, max_diff = assert_parity(ours, ref)
+    print(f"edgetam@512 cups (hard): mean IoU {mean_iou:.6f}, max logit diff {max_diff:.2e}, "
+          f"{(ref.scores[valid] < 0).sum()} absent of {valid.sum()}")
+
+
+def test_blocks_at_1024(edgetam_python, edgetam_checkpoint, artifacts, shared_data):
+    """The model's own size (1024 px: 64x64 queries, 4x4 Perceiver windows), 2 objects, one added mid-stream."""
+    out = artifacts / "edgetam_1024"
+    if not (out / "manifest.json").is_file():
+        run_cli("export", "--model", "edgetam", "--checkpoint", str(edgetam_checkpoint), "--image-size", "1024",
+                "--out", str(out))
+    frames = read_frames(shared_data / "videos" / "03_blocks.mp4", 3)
+    prompts = [
+        Prompt(0, 1, pts([640, 300]), np.array([1], np.int32)),
+        Prompt(1, 2, None, None, np.array([200, 300, 500, 600], np.float32)),
+    ]
+    ours, ref = run_both(edgetam_python, out, edgetam_checkpoint, frames, prompts)
+    mean_iou, max_diff = assert_parity(ours, ref)
+    print(f"edgetam@1024 blocks: mean IoU {mean_iou:.6f}, max logit diff {max_diff:.2e}")
 
 
 def test_edgetam_commands_need_its_environment(tmp_path):
