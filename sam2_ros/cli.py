@@ -237,7 +237,8 @@ def cmd_compare(args) -> int:
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.io.video import read_frames
     from sam2_ros.backends.torch_backend.official import build_video_predictor
-    from sam2_ros_export.reference import official_fill_hole_area, run_official
+    from sam2_ros_export.model_env import model_python
+    from sam2_ros_export.reference import reference_in_subprocess, run_official
 
     try:
         prompts = load_prompts(args.prompts)
@@ -247,19 +248,23 @@ def cmd_compare(args) -> int:
         # the official predictor configured like ours (its defaults: every prompted frame kept,
         # corrections not conditioning): max_cond_frames_in_attn = cond_slots is exact for K >= 2
         exact_k = args.cond_slots >= 2 and not args.keep_first_cond_frame
-        predictor = build_video_predictor(
-            spec.model, args.checkpoint, image_size=spec.image_size, device="cpu",
-            corrections_as_conditioning=args.corrections_as_conditioning,
-            max_cond_frames=args.cond_slots if exact_k else None,
-        )
-        # hole filling as the official predictor really does it here (none on CPU), unless asked otherwise
-        fill = official_fill_hole_area(predictor) if args.fill_hole_area is None else args.fill_hole_area
+        official = {"corrections_as_conditioning": args.corrections_as_conditioning,
+                    "max_cond_frames": args.cond_slots if exact_k else None}
+        python = model_python(spec.model)
+        if python is None:
+            predictor = build_video_predictor(spec.model, args.checkpoint, image_size=spec.image_size, device="cpu",
+                                              **official)
+            ref = run_official(predictor, frames, prompts)
+        else:  # EdgeTAM: Meta's predictor in its own environment, one object per inference state
+            ref = reference_in_subprocess(python, spec.model, args.checkpoint, spec.image_size, frames, prompts,
+                                          official=official, per_object=True)
+        # hole filling as the official predictor really does it here (SAM 2: none on CPU), unless asked otherwise
+        fill = ref.fill_hole_area if args.fill_hole_area is None else args.fill_hole_area
         tracker = _open_tracker(args, num_frames=len(frames), fill_hole_area=fill)
-        ref = run_official(predictor, frames, prompts)
         # late prompts (received_at) are compared on every frame from their own frame on, the frames
         # they were caught up over included: the track as finally known
         ours = run_tracker(tracker, frames, prompts, keep_low_res=True, revised=True)
-    except (Sam2RosError, ValueError, FileNotFoundError) as e:
+    except (Sam2RosError, ValueError, FileNotFoundError, RuntimeError) as e:
         return _die(str(e))
     summary = {
         "frames": len(frames), "objects": len(ours.object_ids), "backend": args.backend,
@@ -423,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     tracking_args(s)
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--fill-hole-area", type=int, default=None, metavar="PIXELS",
-                   help="default: what the official run does here (8 with its CUDA extension, else 0)")
+                   help="default: what the official run does here (SAM 2: 8 with its CUDA extension, else 0; "
+                        "EdgeTAM: 8, its package fills holes on the CPU too)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("bench", help="per-frame time, ours vs the official predictor, same run, interleaved (CPU)")

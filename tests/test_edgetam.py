@@ -178,6 +178,17 @@ def test_blocks_at_1024(edgetam_python, edgetam_checkpoint, artifacts, shared_da
     print(f"edgetam@1024 blocks: mean IoU {mean_iou:.6f}, max logit diff {max_diff:.2e}")
 
 
+def test_compare_takes_edgetam(edgetam_export, edgetam_checkpoint):
+    """`sam2-ros compare` on an EdgeTAM export drives Meta's EdgeTAM predictor in its environment."""
+    proc = run_cli("compare", "--engines", str(edgetam_export), "--checkpoint", str(edgetam_checkpoint),
+                   "--video", str(REPO / "samples" / "bedroom_short.mp4"),
+                   "--prompts", str(REPO / "samples" / "bedroom_prompts.json"), "--max-frames", "4")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "edgetam" and summary["frames"] == 4 and summary["objects"] >= 2
+    assert summary["min_iou"] >= 0.99 and summary["mean_iou"] >= 0.999
+    assert summary["max_logit_diff"] <= 1e-3 and summary["score_sign_agreement"] == 1.0
+
+
 def test_edgetam_commands_need_its_environment(tmp_path):
     """From the main environment the EdgeTAM toolchain re-runs under EdgeTAM's Python; a wrong one
     is a clear error, and SAM 2 models never leave this environment."""

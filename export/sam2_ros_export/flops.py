@@ -109,7 +109,7 @@ class FlopModel:
     def __init__(self, model: str, image_size: int = 1024):
         import torch
 
-        from sam2_ros.backends.torch_backend.graphs import graph_modules
+        from sam2_ros.backends.torch_backend.graphs import graph_modules, memory_layout
         from sam2_ros.backends.torch_backend.official import build_video_predictor
 
         self.model, self.image_size = model, image_size
@@ -118,6 +118,7 @@ class FlopModel:
         self.ptr_recent = sam.max_obj_ptrs_in_encoder - 1
         self.feat = image_size // sam.backbone_stride
         self.hidden, self.mem_dim = sam.hidden_dim, sam.mem_dim
+        self.mem_tokens = memory_layout(sam, image_size)[0].shape[0]  # tokens per memory frame (EdgeTAM: 512)
         # wrappers compute their constant buffers (RoPE, position encodings) on CPU, then go to meta
         self.graphs = {name: m.to("meta") for name, m in graph_modules(sam, image_size).items()}
         self._torch = torch
@@ -135,7 +136,7 @@ class FlopModel:
             per["image_encoder"], by_op["image_encoder"] = count_flops(self.graphs["image_encoder"], image)
             s0, s1, emb = torch.zeros(1, self.hidden // 8, 4 * h, 4 * h), torch.zeros(1, self.hidden // 4, 2 * h, 2 * h), torch.zeros(1, self.hidden, h, h)
             per["memory_attention"], by_op["memory_attention"] = count_flops(
-                self.graphs["memory_attention"], emb, torch.zeros(b, m, h * h, self.mem_dim),
+                self.graphs["memory_attention"], emb, torch.zeros(b, m, self.mem_tokens, self.mem_dim),
                 torch.zeros(b, m, dtype=torch.int64), torch.ones(b, m, dtype=torch.bool),
                 torch.zeros(b, p, self.hidden), torch.zeros(b, p), torch.ones(b, p, dtype=torch.bool),
             )
