@@ -178,13 +178,18 @@ def test_blocks_at_1024(edgetam_python, edgetam_checkpoint, artifacts, shared_da
     print(f"edgetam@1024 blocks: mean IoU {mean_iou:.6f}, max logit diff {max_diff:.2e}")
 
 
-def test_compare_takes_edgetam(edgetam_export, edgetam_checkpoint):
+def test_compare_takes_edgetam(edgetam_export, edgetam_checkpoint, tmp_path):
     """`sam2-ros compare` on an EdgeTAM export drives Meta's EdgeTAM predictor in its environment."""
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([
+        {"frame": 0, "object_id": 1, "points": [[420, 260]], "labels": [1], "box": None},
+        {"frame": 1, "object_id": 2, "points": None, "labels": None, "box": [600, 200, 860, 420]},
+    ]))
     proc = run_cli("compare", "--engines", str(edgetam_export), "--checkpoint", str(edgetam_checkpoint),
-                   "--video", str(REPO / "samples" / "bedroom_short.mp4"),
-                   "--prompts", str(REPO / "samples" / "bedroom_prompts.json"), "--max-frames", "4")
+                   "--video", str(REPO / "samples" / "bedroom_short.mp4"), "--prompts", str(prompts),
+                   "--max-frames", "3")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["model"] == "edgetam" and summary["frames"] == 4 and summary["objects"] >= 2
+    assert summary["model"] == "edgetam" and summary["frames"] == 3 and summary["objects"] == 2
     assert summary["min_iou"] >= 0.99 and summary["mean_iou"] >= 0.999
     assert summary["max_logit_diff"] <= 1e-3 and summary["score_sign_agreement"] == 1.0
 
