@@ -20,8 +20,10 @@ turns them into a :class:`Plan` for the tracker on that image's frame:
   messages is removed.
 
 The associator remembers, per object, the frames it was seen on (:meth:`observe`, fed with every
-published frame), how many messages in a row missed it, how many matched it, and the detector
-track id bound to it.
+published frame), the box that last prompted it, how many messages in a row missed it, how many
+matched it, and the detector track id bound to it.
+
+Operator clicks (``<image>_mouse_left``) go through :func:`check_click` and :func:`clicked_object`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class Plan:
     matched: dict[int, Detection] = field(default_factory=dict)  # object id -> its box
     refused: collections.Counter = field(default_factory=collections.Counter)  # reason -> count
     messages: list[str] = field(default_factory=list)  # one line per refused kind, for the log
+    # filled by whoever applies the plan: the ids it created, re-seeded, removed
+    created: list[int] = field(default_factory=list)
+    reseeded: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
 
 
 def check_box(det: Detection, width: int, height: int) -> tuple[Detection | None, str | None]:
@@ -126,6 +132,7 @@ class DetectionAssociator:
         self._missed: dict[int, int] = {}  # id -> consecutive messages without a match
         self._hits: dict[int, int] = {}  # id -> messages that matched it
         self._track: dict[str, int] = {}  # detector track id -> object id
+        self._prompt_box: dict[int, tuple[int, tuple]] = {}  # id -> (frame, box) of the box that last prompted it
 
     # ------------------------------------------------------------ bookkeeping
     def observe(self, frame_index: int, object_ids, boxes, visible) -> None:
@@ -145,25 +152,38 @@ class DetectionAssociator:
         return frame_index - self._first.get(object_id, frame_index) + 1
 
     def last_box(self, object_id: int, frame_index: int):
-        """The object's box on the last frame up to ``frame_index`` it was seen on (None: never)."""
-        boxes = [b for f, b in self._seen.get(object_id, ()) if f <= frame_index]
-        return boxes[-1] if boxes else None
+        """The object's box on the last frame up to ``frame_index`` it was seen on, or the box that
+        last prompted it if that came later (None: neither)."""
+        seen = [(f, b) for f, b in self._seen.get(object_id, ()) if f <= frame_index]
+        prompt = self._prompt_box.get(object_id)
+        if prompt is not None and prompt[0] <= frame_index and (not seen or prompt[0] >= seen[-1][0]):
+            return prompt[1]
+        return seen[-1][1] if seen else None
 
-    def bind(self, object_id: int, det: Detection) -> None:
-        """Remember that ``det``'s track id names ``object_id`` (after the tracker accepted it)."""
+    def bind(self, object_id: int, det: Detection, frame_index: int) -> None:
+        """``det`` prompted ``object_id`` on ``frame_index`` (the tracker accepted it): remember its
+        box and track id."""
         if self.policy.use_track_ids and det.track_id:
             self._track[det.track_id] = object_id
+        self._prompt_box[object_id] = (frame_index, det.box)
+        self._first.setdefault(object_id, frame_index)
         self._missed[object_id] = 0
 
     def forget(self, object_id: int) -> None:
         """The object is gone (removed by anyone)."""
-        for d in (self._seen, self._first, self._missed, self._hits):
+        for d in (self._seen, self._first, self._missed, self._hits, self._prompt_box):
             d.pop(object_id, None)
         for t in [t for t, o in self._track.items() if o == object_id]:
             del self._track[t]
 
+    def retain(self, object_ids) -> None:
+        """Forget every object not in ``object_ids`` (removed by a service, or a reset)."""
+        keep = set(int(i) for i in object_ids)
+        for oid in [o for o in set(self._first) | set(self._prompt_box) | set(self._missed) if o not in keep]:
+            self.forget(oid)
+
     def reset(self) -> None:
-        for d in (self._seen, self._first, self._missed, self._hits, self._track):
+        for d in (self._seen, self._first, self._missed, self._hits, self._track, self._prompt_box):
             d.clear()
 
     # ------------------------------------------------------------ association
@@ -250,3 +270,23 @@ class DetectionAssociator:
             if pol.remove_after > 0 and self._missed[o.object_id] >= pol.remove_after:
                 out.remove.append(o.object_id)
         return out
+
+
+def check_click(x: float, y: float, width: int, height: int) -> str | None:
+    """Why a click at pixel (x, y) cannot be used on a ``width`` x ``height`` image, or None."""
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return f"click ({x}, {y}) is not finite"
+    if not (0 <= x < width and 0 <= y < height):
+        return f"click ({x:.1f}, {y:.1f}) is outside the {width}x{height} image"
+    return None
+
+
+def clicked_object(object_ids, masks, scores, x: float, y: float) -> int | None:
+    """The visible object whose mask holds pixel (x, y) (the highest object score where masks
+    overlap, as in the label image), or None."""
+    u, v = int(x), int(y)
+    best = None
+    for i, oid in enumerate(object_ids):
+        if scores[i] > 0 and masks[i][v, u] and (best is None or scores[i] > scores[best]):
+            best = i
+    return None if best is None else int(object_ids[best])

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from sam2_ros.detections import Detection, DetectionAssociator, DetectionPolicy, ObjectView, box_iou, check_box
+from sam2_ros.detections import (
+    Detection, DetectionAssociator, DetectionPolicy, ObjectView, box_iou, check_box, check_click, clicked_object,
+)
 
 WH = (200, 100)
 NAN4 = (math.nan,) * 4
@@ -130,7 +132,7 @@ def test_removal_after_m_unmatched_messages_and_off_by_default():
 
 def test_track_ids_key_the_association():
     a = DetectionAssociator(DetectionPolicy(iou_threshold=0.5))
-    a.bind(4, Detection((0, 0, 10, 10), track_id="trk-9"))
+    a.bind(4, Detection((0, 0, 10, 10), track_id="trk-9"), 0)
     # the detector says trk-9 moved far away: it still is object 4 (no IoU needed), no new object
     plan = a.plan([Detection((150, 50, 190, 90), 0.9, "cup", "trk-9")], [view(4, (0, 0, 10, 10))], 1, WH, 5)
     assert list(plan.matched) == [4] and not plan.new
@@ -138,7 +140,7 @@ def test_track_ids_key_the_association():
     plan = a.plan([Detection((150, 50, 190, 90), 0.9, "cup", "trk-9")], [], 2, WH, 5)
     assert len(plan.new) == 1  # the binding went with the object
     off = DetectionAssociator(DetectionPolicy(use_track_ids=False))
-    off.bind(4, Detection((0, 0, 10, 10), track_id="trk-9"))
+    off.bind(4, Detection((0, 0, 10, 10), track_id="trk-9"), 0)
     plan = off.plan([Detection((150, 50, 190, 90), 0.9, "cup", "trk-9")], [view(4, (0, 0, 10, 10))], 1, WH, 5)
     assert not plan.matched and len(plan.new) == 1
 
@@ -163,3 +165,30 @@ def test_random_scenes_never_match_one_object_twice_or_exceed_free_slots():
         for oid, det in plan.matched.items():
             o = next(o for o in objs if o.object_id == oid)
             assert o.visible and box_iou(det.box, o.box) >= a.policy.iou_threshold
+
+
+def test_an_object_never_seen_matches_the_box_that_prompted_it_and_is_reseeded_when_lost():
+    a = DetectionAssociator(DetectionPolicy(reseed="lost", reseed_lost_frames=2))
+    det = Detection((20, 20, 60, 60), 0.9, "cup")
+    a.bind(1, det, 3)  # created on frame 3 from this box; never visible since
+    for f in range(3, 6):
+        a.observe(f, [1], [NAN4], [False])
+    plan = a.plan([Detection((21, 20, 60, 61), 0.9, "cup")], [view(1, NAN4, visible=False)], 5, WH, 5)
+    assert list(plan.matched) == [1] and [oid for oid, _ in plan.reseed] == [1] and not plan.new
+    a.retain([])
+    assert a.last_box(1, 5) is None and a.lost_frames(1, 5) == 1
+
+
+def test_clicks():
+    assert check_click(10, 10, 20, 20) is None
+    assert "outside the 20x20 image" in check_click(20, 5, 20, 20)
+    assert "outside" in check_click(-0.5, 5, 20, 20)
+    assert "not finite" in check_click(math.nan, 5, 20, 20)
+    masks = np.zeros((3, 20, 20), bool)
+    masks[0, :10] = True
+    masks[1, 5:15] = True
+    masks[2] = True
+    scores = np.array([0.5, 2.0, -1.0])  # object 30 covers everything but is not visible
+    assert clicked_object([10, 20, 30], masks, scores, 3.7, 2.2) == 10
+    assert clicked_object([10, 20, 30], masks, scores, 3, 7.9) == 20  # overlap: the higher score
+    assert clicked_object([10, 20, 30], masks, scores, 3, 17) is None
