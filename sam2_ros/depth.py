@@ -151,6 +151,27 @@ def object_geometry(depth_m: np.ndarray, mask: np.ndarray, k: Intrinsics,
     return ObjectGeometry(as3(med), as3((lo + hi) / 2), as3(hi - lo), as3(spread), valid, len(pts))
 
 
+def objects_3d(result, labels: dict[int, str], depth_m: np.ndarray, k: Intrinsics,
+               settings: DepthSettings = DepthSettings()) -> tuple[list, int]:
+    """(``[(object id, label, score, ObjectGeometry)]`` of the visible objects of a FrameResult with
+    enough valid depth, the number of visible objects without), score = the predicted IoU in [0, 1].
+    Raises DepthError when the image, the depth and the calibration disagree in size. One
+    definition for the node and the output bag of ``track --bag``."""
+    h, w = result.frame_hw
+    k.check_image(w, h, "colour image")
+    k.check_image(depth_m.shape[1], depth_m.shape[0], "depth image")
+    out, without = [], 0
+    for i, oid in enumerate(result.object_ids):
+        if not result.scores[i] > 0:
+            continue
+        g = object_geometry(depth_m, result.masks[i], k, settings)
+        if g is None:
+            without += 1
+            continue
+        out.append((int(oid), labels.get(oid, ""), float(np.clip(result.ious[i], 0.0, 1.0)), g))
+    return out, without
+
+
 C = TypeVar("C")
 D = TypeVar("D")
 

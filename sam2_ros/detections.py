@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from sam2_ros.errors import TrackerInputError
 
 RESEED_POLICIES = ("never", "lost", "every_n")
 
@@ -87,9 +90,9 @@ class Plan:
     matched: dict[int, Detection] = field(default_factory=dict)  # object id -> its box
     refused: collections.Counter = field(default_factory=collections.Counter)  # reason -> count
     messages: list[str] = field(default_factory=list)  # one line per refused kind, for the log
-    # filled by whoever applies the plan: the ids it created, re-seeded, removed
-    created: list[int] = field(default_factory=list)
-    reseeded: list[int] = field(default_factory=list)
+    # filled by apply_detections: (id, box) of the objects it created and re-seeded, the ids it removed
+    created: list[tuple[int, Detection]] = field(default_factory=list)
+    reseeded: list[tuple[int, Detection]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
 
 
@@ -270,6 +273,44 @@ class DetectionAssociator:
             if pol.remove_after > 0 and self._missed[o.object_id] >= pol.remove_after:
                 out.remove.append(o.object_id)
         return out
+
+
+def apply_detections(tracker, assoc: DetectionAssociator, boxes: list[Detection], frame_index: int,
+                     labels: dict[int, str], new_id: Callable[[], int], max_objects: int) -> Plan:
+    """Associate ``boxes`` (made on ``frame_index``, the current frame or one in the tracker's
+    history) with the tracker's objects there, then start, re-seed (box prompts on that frame)
+    and remove objects. One definition for the node and ``track --bag``. A prompt the tracker
+    refuses is counted (``prompt_failed``) and the others still applied."""
+    res = tracker.result_at(frame_index)
+    h, w = res.frame_hw
+    views = [ObjectView(oid, labels.get(oid, ""), tuple(float(v) for v in res.boxes[i]),
+                        bool(res.scores[i] > 0 and res.areas[i] > 0))
+             for i, oid in enumerate(res.object_ids)]
+    plan = assoc.plan(boxes, views, frame_index, (w, h), max_objects - tracker.num_objects)
+    for det in plan.new:
+        try:
+            oid = new_id()
+            tracker.add_prompt(oid, box=list(det.box), frame_index=frame_index)
+        except (TrackerInputError, ValueError) as e:
+            plan.refused["prompt_failed"] += 1
+            plan.messages.append(f"box {list(det.box)}: {e}")
+            continue
+        assoc.bind(oid, det, frame_index)
+        plan.created.append((oid, det))
+    for oid, det in plan.reseed:
+        try:
+            tracker.add_prompt(oid, box=list(det.box), frame_index=frame_index)
+        except TrackerInputError as e:
+            plan.refused["prompt_failed"] += 1
+            plan.messages.append(f"re-seed of object {oid}: {e}")
+            continue
+        assoc.bind(oid, det, frame_index)
+        plan.reseeded.append((oid, det))
+    for oid in plan.remove:
+        tracker.remove_object(oid)
+        assoc.forget(oid)
+        plan.removed.append(oid)
+    return plan
 
 
 def check_click(x: float, y: float, width: int, height: int) -> str | None:

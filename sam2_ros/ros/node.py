@@ -54,7 +54,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from sam2_ros import detections as dets
-from sam2_ros.depth import DepthError, DepthSettings, StampPairer, object_geometry
+from sam2_ros.depth import DepthError, DepthSettings, StampPairer, objects_3d
 from sam2_ros.outputs import MAX_LABEL_ID
 from sam2_ros.ros import convert as rc
 from sam2_ros.ros import vision as rv
@@ -380,7 +380,7 @@ class Sam2TrackerNode(LifecycleNode):
             self._associator.retain(result.object_ids)
             self._associator.observe(result.frame_index, result.object_ids, result.boxes, result.visible)
         if self._pairer is not None:
-            colour = (header, result, labels, rgb.shape[1], rgb.shape[0])
+            colour = (header, result, labels)
             depth = self._pairer.add_colour(rc.stamp_to_ns(header.stamp), colour)
             if depth is not None:
                 self._publish_3d(colour, depth)
@@ -494,30 +494,22 @@ class Sam2TrackerNode(LifecycleNode):
 
     def _publish_3d(self, colour, depth) -> None:
         """Each visible object's 3D position from the depth image paired with its frame."""
-        header, result, labels, width, height = colour
+        header, result, labels = colour
         depth_header, depth_m = depth
         k = self._intrinsics
         if k is None:
             self._count("depth_refused_no_camera_info", warn="no 3D output: no valid camera_info received yet")
             return
-        try:
-            k.check_image(width, height, "colour image")
-            k.check_image(depth_m.shape[1], depth_m.shape[0], "depth image")
-        except DepthError as e:
-            self._count("depth_refused_size", warn=f"no 3D output: {e}")
-            return
         if not np.isfinite(depth_m).any():
             self._count("depth_refused_all_invalid", warn="no 3D output: every pixel of the depth image is invalid")
             return
-        objects = []
-        for i, oid in enumerate(result.object_ids):
-            if not result.scores[i] > 0:
-                continue
-            g = object_geometry(depth_m, result.masks[i], k, self._depth_settings)
-            if g is None:
-                self._count("depth_objects_without_valid_depth")
-                continue
-            objects.append((oid, labels.get(oid, ""), float(np.clip(result.ious[i], 0, 1)), g))
+        try:
+            objects, without = objects_3d(result, labels, depth_m, k, self._depth_settings)
+        except DepthError as e:
+            self._count("depth_refused_size", warn=f"no 3D output: {e}")
+            return
+        if without:
+            self._count("depth_objects_without_valid_depth", without)
         out = Header(stamp=header.stamp, frame_id=depth_header.frame_id or header.frame_id)
         pubs = self._outputs
         if "detections_3d" in pubs:
@@ -716,47 +708,23 @@ def _apply_prompt(w: TrackerWorker, frame_stamp: int, object_id: int, label: str
 def _new_id(w: TrackerWorker) -> int:
     oid = w.new_object_id()
     if oid > MAX_LABEL_ID:
-        raise CommandError(f"object ids are used up to {MAX_LABEL_ID} (16-bit label values): reset the tracker")
+        raise TrackerInputError(f"object ids are used up to {MAX_LABEL_ID} (16-bit label values): reset the tracker")
     return oid
 
 
 def _apply_detections(w: TrackerWorker, assoc: dets.DetectionAssociator, frame_stamp: int,
                       boxes: list[dets.Detection], max_objects: int) -> dets.Plan:
     """Runs on the worker thread on the detections' frame (held until it is processed, or in the
-    history): associate, then start, re-seed and remove objects there (sam2_ros.detections)."""
+    history): sam2_ros.detections.apply_detections, then the worker's bookkeeping."""
     f = w.frame_index_of(frame_stamp)
-    res = w.tracker.result_at(f)
-    h, wd = res.frame_hw
-    views = [dets.ObjectView(oid, w.objects[oid].label if oid in w.objects else "",
-                             tuple(float(v) for v in res.boxes[i]), bool(res.scores[i] > 0 and res.areas[i] > 0))
-             for i, oid in enumerate(res.object_ids)]
-    plan = assoc.plan(boxes, views, f, (wd, h), max_objects - w.tracker.num_objects)
-    for det in plan.new:
-        try:
-            oid = _new_id(w)
-            w.tracker.add_prompt(oid, box=list(det.box), frame_index=f)
-        except (TrackerInputError, CommandError) as e:
-            plan.refused["prompt_failed"] += 1
-            plan.messages.append(f"box {list(det.box)}: {e}")
-            continue
+    labels = {oid: info.label for oid, info in w.objects.items()}
+    plan = dets.apply_detections(w.tracker, assoc, boxes, f, labels, lambda: _new_id(w), max_objects)
+    for oid, det in plan.created:
         w.note_prompt(oid, det.class_id, frame_stamp, f)
-        assoc.bind(oid, det, f)
-        plan.created.append(oid)
-    for oid, det in plan.reseed:
-        try:
-            w.tracker.add_prompt(oid, box=list(det.box), frame_index=f)
-        except TrackerInputError as e:
-            plan.refused["prompt_failed"] += 1
-            plan.messages.append(f"re-seed of object {oid}: {e}")
-            continue
+    for oid, _ in plan.reseeded:
         w.note_prompt(oid, "", frame_stamp, f)
-        assoc.bind(oid, det, f)
-        plan.reseeded.append(oid)
-    for oid in plan.remove:
-        w.tracker.remove_object(oid)
+    for oid in plan.removed:
         w.note_removed(oid)
-        assoc.forget(oid)
-        plan.removed.append(oid)
     return plan
 
 
