@@ -17,6 +17,8 @@ Per object (:func:`object_geometry`), over the mask pixels with valid depth:
   the kept points on each axis; ``spread`` = the robust standard deviation (1.4826 MAD) per axis;
 * ``valid_pixels`` = mask pixels with valid depth (before rejection), ``inlier_pixels`` after.
 
+:func:`object_point_cloud` gives the kept points of every object, subsampled, with their object id.
+
 :class:`StampPairer` pairs processed colour frames with depth images by stamp (exact, or within a
 tolerance), whichever arrives first, in bounded buffers; what can no longer be paired is counted.
 """
@@ -170,6 +172,32 @@ def objects_3d(result, labels: dict[int, str], depth_m: np.ndarray, k: Intrinsic
             continue
         out.append((int(oid), labels.get(oid, ""), float(np.clip(result.ious[i], 0.0, 1.0)), g))
     return out, without
+
+
+#: Fields of the object point cloud: x, y, z (float32, metres, optical frame), object_id (uint32).
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("object_id", "<u4")])
+
+
+def object_point_cloud(result, depth_m: np.ndarray, k: Intrinsics, settings: DepthSettings = DepthSettings(),
+                       stride: int = 4) -> np.ndarray:
+    """The kept 3D points (after outlier rejection) of every present object, on the pixels whose
+    row and column are multiples of ``stride``: a structured [n] array of :data:`POINT_DTYPE`."""
+    grid = np.zeros(depth_m.shape, bool)
+    grid[::stride, ::stride] = True
+    parts = []
+    for i, oid in enumerate(result.object_ids):
+        if not result.scores[i] > 0:
+            continue
+        pts, u, v = object_points(depth_m, result.masks[i], k)
+        if len(pts) < max(1, settings.min_valid_pixels):
+            continue
+        keep = robust_inliers(pts[:, 2], settings) & grid[v, u]
+        part = np.zeros(int(keep.sum()), POINT_DTYPE)
+        for axis, name in enumerate("xyz"):
+            part[name] = pts[keep, axis]
+        part["object_id"] = oid
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros(0, POINT_DTYPE)
 
 
 C = TypeVar("C")

@@ -181,3 +181,19 @@ def markers(objects) -> list[dict]:
                     "pose": _pose(top), "scale": {"z": 0.05}, "color": {"r": r, "g": gr, "b": b, "a": 1.0},
                     "text": text})
     return out
+
+
+#: sensor_msgs/PointField datatypes
+POINTFIELD_TYPES = {"<f4": 7, "<u4": 6}
+
+
+def point_cloud(points: np.ndarray) -> dict:
+    """sensor_msgs/PointCloud2 (unorganised, little endian) of a structured array (``sam2_ros.depth.POINT_DTYPE``)."""
+    dt = points.dtype
+    return {
+        "height": 1, "width": int(len(points)), "is_bigendian": False, "is_dense": True,
+        "point_step": dt.itemsize, "row_step": dt.itemsize * len(points),
+        "fields": [{"name": name, "offset": dt.fields[name][1], "datatype": POINTFIELD_TYPES[dt.fields[name][0].str],
+                    "count": 1} for name in dt.names],
+        "data": points.tobytes(),
+    }

@@ -155,3 +155,23 @@ def test_stamp_pairing_exact_tolerance_and_what_cannot_pair():
     for s in (1, 2, 3):
         full.add_depth(s, str(s))
     assert full.counts["depth_unmatched"] == 1
+
+
+def test_object_point_cloud_keeps_the_inliers_on_a_grid_with_their_ids():
+    from sam2_ros.depth import POINT_DTYPE, object_point_cloud
+    from sam2_ros.tracker import FrameResult
+
+    depth = plane_with_region()
+    masks = np.zeros((3, K.height, K.width), bool)
+    masks[0, 36:84, 46:114] = True  # the region and a ring of the plane behind it
+    masks[1, 0:10, 0:10] = True
+    masks[2] = True  # not visible
+    r = FrameResult(0, [4, 9, 11], masks=masks, scores=np.float32([1, 1, -1]))
+    pts = object_point_cloud(r, depth, K, stride=4)
+    assert pts.dtype == POINT_DTYPE
+    ids = pts["object_id"]
+    assert set(ids) == {4, 9}
+    assert np.all(pts["z"][ids == 4] == np.float32(1.0))  # the ring at 2 m was rejected
+    assert (ids == 9).sum() == 9  # rows and columns 0, 4, 8
+    np.testing.assert_allclose(pts["x"][ids == 9][:3], (np.array([0, 4, 8]) - K.cx) * 2.0 / K.fx, rtol=1e-6)
+    assert len(object_point_cloud(r, depth, K, stride=1)) == 40 * 60 + 100

@@ -25,7 +25,7 @@ pytest.importorskip("vision_msgs")
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from ros_support import RELIABLE, Client, NodeProcess, image_msg, mask_iou, mask_of, set_stamp, stamp_ns, video_frames  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray, LabelInfo, ObjectHypothesisWithPose  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -109,10 +109,11 @@ class RobotClient(Client):
     def __init__(self, name: str):
         super().__init__(name)
         n = self.node
-        self.detections, self.detections_3d, self.markers, self.label_info = [], [], [], []
+        self.detections, self.detections_3d, self.markers, self.label_info, self.points = [], [], [], [], []
         self._det_sub = n.create_subscription(Detection2DArray, "detections", self._on(self.detections), RELIABLE)
         n.create_subscription(Detection3DArray, "detections_3d", self._on(self.detections_3d), RELIABLE)
         n.create_subscription(MarkerArray, "markers", self._on(self.markers), RELIABLE)
+        n.create_subscription(PointCloud2, "object_points", self._on(self.points), RELIABLE)
         self.prompt_pub = n.create_publisher(Detection2DArray, "prompt_detections", RELIABLE)
         self.click_pub = n.create_publisher(Point, "image_mouse_left", RELIABLE)
         self.depth_pub = n.create_publisher(Image, "depth", RELIABLE)
@@ -163,7 +164,7 @@ def params(engine_dir, **extra) -> dict:
 def test_detector_clicks_depth_and_vision_msgs(tiny_export_256, shared_data, tmp_path):
     frames = video_frames(shared_data, 13, WH)
     node = NodeProcess(tmp_path / "node.log", params(
-        tiny_export_256, max_objects=4, **{"depth.enabled": True, "depth.tolerance": 0.0,
+        tiny_export_256, max_objects=4, **{"depth.enabled": True, "depth.tolerance": 0.0, "depth.publish_points": True,
                                            "detection_prompts.match_class": True, "detection_prompts.max_boxes": 50,
                                            "click_prompts.enabled": True, "click_prompts.min_interval": 0.5}))
     client = RobotClient("robot_client")
@@ -322,6 +323,15 @@ def test_detector_clicks_depth_and_vision_msgs(tiny_export_256, shared_data, tmp
             if s == stamp(7):
                 assert p.z == pytest.approx(2.0, abs=1e-3)  # the known plane
             checked_3d += 1
+        cloud = [m for m in client.points if stamp_ns(m.header.stamp) == s]
+        assert len(cloud) == 1 and cloud[0].header.frame_id == DEPTH_FRAME
+        pts = np.frombuffer(bytes(cloud[0].data), [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("id", "<u4")])
+        assert set(pts["id"]) == {o.id for o in present}
+        for o in present:  # each object's points lie on its mask, at the depth there
+            mine = pts[pts["id"] == o.id]
+            u = np.round(mine["x"] * FX / mine["z"] + CX).astype(int)
+            v = np.round(mine["y"] * FY / mine["z"] + CY).astype(int)
+            assert np.all(mask_of(o)[v, u]) and np.allclose(mine["z"], depth[v, u], atol=1e-3)
         mk = [m for m in client.markers if m.markers and stamp_ns(m.markers[0].header.stamp) == s]
         assert len(mk) == 1 and mk[0].markers[0].action == Marker.DELETEALL
         assert sorted((m.ns, m.id) for m in mk[0].markers[1:]) == sorted(

@@ -99,3 +99,20 @@ def test_depth_and_camera_info_in():
     assert rv.intrinsics_from_msg(wire(info)) == Intrinsics(500, 505, 320, 240, 640, 480)
     with pytest.raises(DepthError, match="invalid intrinsics"):
         rv.intrinsics_from_msg(CameraInfo(width=640, height=480))  # K all zero: an uncalibrated camera
+
+
+def test_point_cloud(header):
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from sam2_ros.depth import POINT_DTYPE
+
+    pts = np.zeros(3, POINT_DTYPE)
+    pts["x"], pts["z"], pts["object_id"] = [0.1, 0.2, 0.3], [1.0, 1.5, 2.0], [4, 4, 9]
+    msg = wire(rv.point_cloud_msg(header, pts))
+    assert isinstance(msg, PointCloud2) and msg.header == header
+    assert (msg.height, msg.width, msg.point_step, msg.row_step, msg.is_dense) == (1, 3, 16, 48, True)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1), ("z", 8, PointField.FLOAT32, 1),
+        ("object_id", 12, PointField.UINT32, 1)]
+    back = np.frombuffer(bytes(msg.data), POINT_DTYPE)
+    np.testing.assert_array_equal(back, pts)

@@ -23,6 +23,7 @@ Topics (relative names, remap them):
   out  label_info          vision_msgs/LabelInfo (transient local): object id -> label
   out  detections_3d       vision_msgs/Detection3DArray (depth.enabled), the image's stamp, depth frame_id
   out  markers             visualization_msgs/MarkerArray (depth.enabled): boxes and labels for RViz
+  out  object_points       sensor_msgs/PointCloud2 (depth.publish_points): x y z object_id, subsampled
   out  overlay             sensor_msgs/Image rgb8, only while someone subscribes
   out  /diagnostics        diagnostic_msgs/DiagnosticArray: FPS, latency, drops, backend, refused inputs
 Services (~ = the node's name):
@@ -48,13 +49,13 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from geometry_msgs.msg import Point
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from sam2_ros import detections as dets
-from sam2_ros.depth import DepthError, DepthSettings, StampPairer, objects_3d
+from sam2_ros.depth import DepthError, DepthSettings, StampPairer, object_point_cloud, objects_3d
 from sam2_ros.outputs import MAX_LABEL_ID
 from sam2_ros.ros import convert as rc
 from sam2_ros.ros import vision as rv
@@ -220,6 +221,8 @@ class Sam2TrackerNode(LifecycleNode):
                 min_valid_pixels=self._param("depth.min_valid_pixels"))
             self._outputs["detections_3d"] = self.create_lifecycle_publisher(Detection3DArray, "detections_3d", 10)
             self._outputs["markers"] = self.create_lifecycle_publisher(MarkerArray, "markers", 10)
+            if self._param("depth.publish_points"):
+                self._outputs["object_points"] = self.create_lifecycle_publisher(PointCloud2, "object_points", 10)
         # diagnostics also report an inactive (configured) node
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         g = self._service_group
@@ -515,6 +518,9 @@ class Sam2TrackerNode(LifecycleNode):
         if "detections_3d" in pubs:
             pubs["detections_3d"].publish(rv.detections_3d_msg(out, objects))
             pubs["markers"].publish(rv.markers_msg(out, objects))
+        if "object_points" in pubs:
+            points = object_point_cloud(result, depth_m, k, self._depth_settings, self._param("depth.points_stride"))
+            pubs["object_points"].publish(rv.point_cloud_msg(out, points))
 
     def _publish_diagnostics(self) -> None:
         worker = self._worker

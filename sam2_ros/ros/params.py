@@ -223,6 +223,16 @@ PARAMS: tuple[ParamSpec, ...] = (
         int_range=(1, 1_000_000),
     ),
     ParamSpec(
+        "depth.publish_points", False,
+        "Also publish `object_points` (sensor_msgs/PointCloud2: x, y, z float32 and object_id uint32, the kept "
+        "depth points of every object on a grid of depth.points_stride pixels).",
+    ),
+    ParamSpec(
+        "depth.points_stride", 4,
+        "object_points takes the pixels whose row and column are multiples of this.",
+        int_range=(1, 64),
+    ),
+    ParamSpec(
         "detection_prompts.enabled", False,
         "Subscribe to `prompt_detections` (vision_msgs/Detection2DArray): each message's boxes are applied on the "
         "frame its header stamp names (held until that frame is processed, or applied in the history).",

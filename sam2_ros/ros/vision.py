@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, Detection3D, Detection3DArray, LabelInfo
 from visualization_msgs.msg import Marker, MarkerArray
@@ -67,6 +67,15 @@ def detections_3d_msg(header: Header, objects) -> Detection3DArray:
 
 def markers_msg(header: Header, objects) -> MarkerArray:
     return MarkerArray(markers=[_with_header(Marker, header, m) for m in outputs.markers(objects)])
+
+
+def point_cloud_msg(header: Header, points: np.ndarray) -> PointCloud2:
+    """sensor_msgs/PointCloud2 of the objects' points (``sam2_ros.depth.object_point_cloud``)."""
+    values = outputs.point_cloud(points)
+    data = values.pop("data")
+    msg = fill(PointCloud2(header=header), values)
+    msg.data = data
+    return msg
 
 
 def detections_from_msg(msg: Detection2DArray) -> list[Detection]:
