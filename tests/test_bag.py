@@ -337,7 +337,8 @@ def test_memory_stays_flat_in_the_bag_length(storage, tmp_path):
     assert peak < 0.4 * data, f"peak {peak / 1e6:.1f} MB for {data / 1e6:.0f} MB of images"
     with np.load(tmp_path / "out" / "masks.npz") as z:
         assert z["masks"].shape == (len(frames), 3, 270, 480)
-    assert sum(len(v) for v in read_bag(bag.path).values()) == 3 * len(frames)
+    # objects, detections, label_image, overlay per frame; label_info when the objects change (frames 0 and 3)
+    assert sum(len(v) for v in read_bag(bag.path).values()) == 4 * len(frames) + 2
 
 
 DEPTH_TOPIC, INFO_TOPIC, DET_TOPIC = "/camera/depth/image_rect_raw", "/camera/camera_info", "/detector/detections"

@@ -572,7 +572,8 @@ def track_bag(
         used_ids.add(oid)
         return oid
 
-    assoc = dets.DetectionAssociator(dets.DetectionPolicy(), history=max(64, tracker.history_frames))
+    assoc = (dets.DetectionAssociator(dets.DetectionPolicy(), history=max(64, tracker.history_frames))
+             if side is not None and "detections" in side.topics else None)
     depth_settings = DepthSettings()
 
     def on_frame(i: int, frame: np.ndarray, result: FrameResult) -> None:
@@ -590,8 +591,9 @@ def track_bag(
                     if n:
                         side.counts[key] = side.counts.get(key, 0) + n
             result = tracker.current_result()
-        assoc.retain(result.object_ids)
-        assoc.observe(result.frame_index, result.object_ids, result.boxes, result.visible)
+        if assoc is not None:
+            assoc.retain(result.object_ids)
+            assoc.observe(result.frame_index, result.object_ids, result.boxes, result.visible)
         objects_3d, depth_frame = None, ""
         if found is not None and found.depth is not None:
             depth_header, depth_m = found.depth
