@@ -13,8 +13,10 @@ Layout per object row (``max_objects`` rows; live objects are rows ``0..n-1``):
 The tensors live in the backend's :class:`~sam2_ros.storage.Storage` (host numpy for ONNX
 Runtime on CPU, torch tensors on the torch backend's device): the memory encoder's output is
 written into its slot there and the attention reads views of it, so a GPU backend's per-frame
-step moves no memory through the host. Host mirrors of the low-res logits and scores serve the
-results (masks, boxes) and hole filling.
+step moves no memory through the host. Host mirrors of the low-res logits, scores and IoUs serve
+the results (masks, boxes) and hole filling; on a device storage they are downloaded when first
+read after a write (one wait for the device per frame, when the results are read, instead of
+one per write).
 
 Writing a frame is a slot write; reading returns views of the buffers plus per-slot validity,
 temporal-encoding rows and pointer offsets computed into preallocated scratch arrays. Nothing
@@ -112,9 +114,11 @@ class MemoryBank:
         self.score = storage.zeros((max_objects, 1))
         self.ptr = storage.zeros((max_objects, hidden_dim))
         self.staged_mem = storage.zeros((max_objects, feat_hw, mem_dim))
-        self.low_res_host = self.low_res if storage.on_host else np.zeros((max_objects, 1, lr, lr), np.float32)
-        self.score_host = self.score if storage.on_host else np.zeros((max_objects, 1), np.float32)
-        self.iou_host = np.zeros((max_objects, 1), np.float32)
+        self.iou = storage.zeros((max_objects, 1))
+        self._low_res_host = self.low_res if storage.on_host else np.zeros((max_objects, 1, lr, lr), np.float32)
+        self._score_host = self.score if storage.on_host else np.zeros((max_objects, 1), np.float32)
+        self._iou_host = self.iou if storage.on_host else np.zeros((max_objects, 1), np.float32)
+        self._stale = np.zeros(max_objects, bool)  # rows whose host mirrors are behind the storage
         self.tracked = np.zeros(max_objects, bool)  # output on this frame came from tracking
         self.staged = np.zeros(max_objects, bool)  # tracked memory waiting for the next frame
         self.pending = np.zeros(max_objects, bool)  # prompted on this frame: memory not encoded yet
@@ -142,12 +146,13 @@ class MemoryBank:
         """Forget everything of object row ``row``."""
         self.mem_frame[row] = -1
         self.ptr_frame[row] = -1
-        for buf in (self.mem_feats, self.obj_ptrs, self.low_res, self.score, self.ptr, self.staged_mem):
+        for buf in (self.mem_feats, self.obj_ptrs, self.low_res, self.score, self.iou, self.ptr, self.staged_mem):
             buf[row] = 0.0
         if not self.storage.on_host:
-            self.low_res_host[row] = 0.0
-            self.score_host[row] = 0.0
-        self.iou_host[row] = 0.0
+            self._low_res_host[row] = 0.0
+            self._score_host[row] = 0.0
+            self._iou_host[row] = 0.0
+            self._stale[row] = False
         for flags in (self.tracked, self.staged, self.pending, self.pending_cond):
             flags[row] = False
         for frames in (self.first_prompt, self.last_prompt, self._evicted_frame, self._evicted_by):
@@ -159,11 +164,11 @@ class MemoryBank:
         if src == dst:
             return
         bufs = [self.mem_feats, self.mem_frame, self.obj_ptrs, self.ptr_frame, self.low_res, self.score,
-                self.ptr, self.staged_mem, self.iou_host, self.tracked, self.staged, self.pending, self.pending_cond,
+                self.ptr, self.staged_mem, self.iou, self.tracked, self.staged, self.pending, self.pending_cond,
                 self.first_prompt, self.last_prompt, self._evicted_mem, self._evicted_ptr, self._evicted_frame,
                 self._evicted_by]
         if not self.storage.on_host:
-            bufs += [self.low_res_host, self.score_host]
+            bufs += [self._low_res_host, self._score_host, self._iou_host, self._stale]
         for buf in bufs:
             buf[dst] = buf[src]
         self.history.move(src, dst)
@@ -185,7 +190,8 @@ class MemoryBank:
         self.score[rows] = score
         self.ptr[rows] = ptr
         self.staged_mem[rows] = mem
-        self.iou_host[rows] = self.storage.to_host(iou)
+        self.iou[rows] = self.storage.to_host(iou) if self.storage.on_host else iou
+        self._written(rows)
         self.staged[rows] = True
         self.tracked[rows] = True
 
@@ -195,7 +201,8 @@ class MemoryBank:
         self.low_res[row] = st.asarray(low_res)
         self.score[row] = st.asarray(score)
         self.ptr[row] = st.asarray(ptr)
-        self.iou_host[row] = st.to_host(iou)  # only the results read it
+        self.iou[row] = st.asarray(iou)
+        self._written(slice(row, row + 1))
         self.pending[row] = True
         self.pending_cond[row] = as_cond
 
@@ -225,9 +232,42 @@ class MemoryBank:
             self.low_res[row] = self.storage.asarray(self.low_res_host[row])
 
     def _mirror(self, rows: slice) -> None:
+        self._written(rows)
+
+    def _written(self, rows: slice) -> None:
+        """The storage's current outputs of ``rows`` changed: their host mirrors are refreshed when next read."""
         if not self.storage.on_host:
-            self.low_res_host[rows] = self.storage.to_host(self.low_res[rows])
-            self.score_host[rows] = self.storage.to_host(self.score[rows])
+            self._stale[rows] = True
+
+    def _refresh(self) -> None:
+        """Download the stale rows' outputs (one range, one copy per buffer) into the host mirrors."""
+        if not self._stale.any():
+            return
+        rows = np.flatnonzero(self._stale)
+        sl = slice(int(rows[0]), int(rows[-1]) + 1)  # rows between are up to date: same values
+        st = self.storage
+        self._low_res_host[sl] = st.to_host(self.low_res[sl])
+        self._score_host[sl] = st.to_host(self.score[sl])
+        self._iou_host[sl] = st.to_host(self.iou[sl])
+        self._stale[:] = False
+
+    @property
+    def low_res_host(self) -> np.ndarray:
+        """[rows, 1, h, w] host copy of the current low-res logits (downloaded on first read after a write)."""
+        self._refresh()
+        return self._low_res_host
+
+    @property
+    def score_host(self) -> np.ndarray:
+        """[rows, 1] host copy of the current object scores."""
+        self._refresh()
+        return self._score_host
+
+    @property
+    def iou_host(self) -> np.ndarray:
+        """[rows, 1] host copy of the current predicted IoUs."""
+        self._refresh()
+        return self._iou_host
 
     def commit(self, frame: int, n: int, encode_memory: Callable[..., Buffer] | None, binarize_prompted: bool,
                start: int = 0) -> None:
@@ -419,7 +459,8 @@ class MemoryBank:
         """Bytes of every buffer the bank owns (storage and host)."""
         bufs = {id(b): b for b in (
             self.mem_feats, self.mem_frame, self.obj_ptrs, self.ptr_frame, self.low_res, self.score, self.ptr,
-            self.staged_mem, self.low_res_host, self.score_host, self.iou_host, self._tpos_row, self._mem_valid,
+            self.staged_mem, self.iou, self._low_res_host, self._score_host, self._iou_host, self._tpos_row,
+            self._mem_valid,
             self._ptr_tpos, self._ptr_valid, self.first_prompt, self.last_prompt, self._evicted_mem,
             self._evicted_ptr, self._evicted_frame, self._evicted_by,
         )}

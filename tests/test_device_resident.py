@@ -179,7 +179,9 @@ def test_device_imaging_tracks_like_the_exact_host_path(tiny_export_256, tiny_ch
         assert be.imaging.on_device == (name != "host")
         runs[name] = _run(Tracker(be, max_objects=3, fill_hole_area=8), frames, prompts)
     for a, b in zip(runs["device"], runs["graphs"]):
-        assert np.array_equal(a.low_res_logits, b.low_res_logits) and np.array_equal(a.masks, b.masks)
+        # replays compute on the static copies, eager runs on the bank's views: the CPU's matrix
+        # kernels may round differently at other addresses (a few 1e-7 here)
+        assert np.abs(a.low_res_logits - b.low_res_logits).max() <= 1e-5 and (a.masks != b.masks).mean() <= 1e-5
     filled = 0
     for a, b in zip(runs["host"], runs["device"]):
         assert a.object_ids == b.object_ids
@@ -221,3 +223,52 @@ def test_device_imaging_step_uploads_the_uint8_frame_and_downloads_only_what_is_
     assert labels.shape == (h, w)
     assert [e for e in traffic.log if e[0] == "down" and e[2] > 4096] == [("down", (h, w), h * w)]
     assert sum(b for d, _, b in traffic.log if d == "down") <= h * w + 4096  # no per-object masks came down
+
+
+def test_a_steady_state_frame_moves_one_frame_up_and_the_outputs_read(tiny_export_256, tiny_checkpoint,
+                                                                     bedroom_frames, monkeypatch):
+    """The GPU configuration (device imaging, image encoder and tracking step replayed from graphs,
+    emulated on the CPU) in steady state, every crossing counted: up, the uint8 frame and one small
+    packed copy of the step's host arrays (temporal rows, ...) plus the results' row order; down,
+    the logits, scores and IoUs the result reports, each once. Nothing is read twice, nothing of
+    the bank, the features or the float frame crosses."""
+    be = load_backend(tiny_export_256, "torch", checkpoint=str(tiny_checkpoint), device="cpu", imaging="device",
+                      cuda_graph="emulate")
+    tracker = Tracker(be, max_objects=2, cond_slots=1)
+    tracker.step(bedroom_frames[0])
+    tracker.add_prompt(1, points=[[300, 200]], labels=[1])
+    tracker.add_prompt(2, box=[600, 250, 800, 450])
+    for i in range(1, 18):  # the rings fill (frame 16 on: the steady-state key)
+        tracker.step(bedroom_frames[i % len(bedroom_frames)])
+    spec, n = tracker.spec, 2
+    lr = spec.low_res_size
+    frame = bedroom_frames[18 % len(bedroom_frames)]
+    h, w = frame.shape[:2]
+    traffic = HostTraffic(monkeypatch)
+    res = tracker.step(frame)
+    scores, ious, logits = res.scores, res.ious, res.low_res_logits  # what a caller reads
+    assert be.track_graphs.last_event == "replay" and be.encoder_graphs.last_event == "replay"
+    assert scores.shape == ious.shape == (n,) and logits.shape == (n, lr, lr)
+    up = [e for e in traffic.log if e[0] == "up"]
+    down = [e for e in traffic.log if e[0] == "down"]
+    assert up[0] == ("up", (h, w, 3), h * w * 3), up  # the frame, as uint8
+    assert len(up) == 3 and sum(b for _, _, b in up[1:]) <= 1024, up  # step's host arrays, row order
+    assert sorted(down) == sorted([("down", (n, 1, lr, lr), n * lr * lr * 4), ("down", (n, 1), 4 * n),
+                                   ("down", (n, 1), 4 * n)]), down
+
+
+def test_host_mirrors_are_downloaded_when_first_read(torch_tracker, monkeypatch):
+    """Writing a frame's outputs (set_tracked, finish_outputs) downloads nothing: the logits, scores
+    and IoUs come down on the first read after the write, once each, then are served from the host."""
+    bank, n = torch_tracker.bank, torch_tracker.num_objects
+    st, lr = bank.storage, torch_tracker.spec.low_res_size
+    traffic = HostTraffic(monkeypatch)
+    bank.set_tracked(n, st.zeros((n, 1, lr, lr)) + 1.0, st.zeros((n, 1)) + 2.0, st.zeros((n, 1)) + 3.0,
+                     bank.ptr[:n].clone(), bank.staged_mem[:n].clone())
+    bank.finish_outputs(slice(0, n), 0)
+    assert not [e for e in traffic.log if e[0] == "down"], traffic.log
+    assert (bank.low_res_host[:n] == 1).all() and (bank.score_host[:n] == 2).all() and (bank.iou_host[:n] == 3).all()
+    downs = [e for e in traffic.log if e[0] == "down"]
+    assert sorted(s for _, s, _ in downs) == [(n, 1), (n, 1), (n, 1, lr, lr)], downs
+    bank.low_res_host, bank.score_host, bank.iou_host  # noqa: B018 - read again: served from the host
+    assert len([e for e in traffic.log if e[0] == "down"]) == 3

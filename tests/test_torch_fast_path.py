@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sam2_ros.backends import BACKEND_INFO, load_backend  # noqa: E402
-from sam2_ros.backends.base import ComposedTrackStep  # noqa: E402
+from sam2_ros.backends.base import ComposedTrackStep, ImageFeatures  # noqa: E402
 from sam2_ros.backends.torch_backend import cuda_graphs  # noqa: E402
 from sam2_ros.errors import EngineError  # noqa: E402
 from sam2_ros.memory_bank import AttentionInputs  # noqa: E402
@@ -92,18 +92,19 @@ def _features(backend, seed: int):
 
 
 def _inputs(backend, seed: int, n: int, path: str) -> AttentionInputs:
-    """Attention inputs of ``n`` rows over a random bank. ``path``: every slot valid ("whole"),
-    rows with different valid counts whose holes move with ``seed`` ("packed", the rows need
-    reordering), a row without valid memory ("masked")."""
+    """Attention inputs of ``n`` rows over a random bank (full recent rings, two conditioning
+    slots). ``path``: every slot valid ("whole"), rows with different valid counts whose holes
+    (unused conditioning slots) move with ``seed`` ("packed", the rows need reordering), a row
+    without valid memory ("masked")."""
     spec = backend.manifest.spec
     rng = np.random.default_rng(seed)
     m, p = spec.num_maskmem - 1 + 2, spec.max_obj_ptrs_in_encoder - 1 + 2
     mem = torch.from_numpy(rng.standard_normal((n, m, spec.feat_size**2, spec.mem_dim)).astype(np.float32))
     ptrs = torch.from_numpy(rng.standard_normal((n, p, spec.hidden_dim)).astype(np.float32))
     mem_valid, ptr_valid = np.ones((n, m), bool), np.ones((n, p), bool)
-    if path == "packed":  # rows 0 and 2: one hole each, at a place that changes with seed; row 1 full
-        mem_valid[0, seed % 6] = mem_valid[2, (seed + 3) % 6] = False
-        ptr_valid[0, seed % 15] = ptr_valid[2, (seed + 7) % 15] = False
+    if path == "packed":  # rows 0 and 2: one conditioning slot unused, which one changes with seed; row 1 full
+        mem_valid[0, m - 1 - seed % 2] = mem_valid[2, m - 2 + seed % 2] = False
+        ptr_valid[0, p - 1 - seed % 2] = ptr_valid[2, p - 2 + seed % 2] = False
     elif path == "masked":
         mem_valid[1] = False
     tpos = rng.integers(0, spec.num_maskmem, (n, m))
@@ -187,6 +188,118 @@ def test_a_failed_capture_runs_eagerly_from_then_on_and_logs_once(tiny_export_25
     assert len([r for r in caplog.records if "capture" in r.getMessage()]) == 1
 
 
+def test_rows_with_filling_rings_keep_one_key(emulated):
+    """Pure planning: an object's first 15 tracked frames (rings filling, one conditioning frame) give
+    one key with the rings known (masked path), and a new packed key almost every frame without."""
+    spec = emulated.manifest.spec
+    r, rp, n = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1, 2
+    m, p = r + 1, rp + 1
+    feats = ImageFeatures(*(np.zeros(s, np.float32) for s in ((1, 32, 64, 64), (1, 64, 32, 32), (1, 256, 16, 16))))
+    with_rings, without = set(), set()
+    for age in range(1, rp + 1):  # frames after the prompt: `age - 1` recent frames held (row 0), row 1 full
+        mem_valid, ptr_valid = np.ones((n, m), bool), np.ones((n, p), bool)
+        mem_valid[0, min(age - 1, r):r] = False
+        ptr_valid[0, age - 1:rp] = False
+        ai = AttentionInputs(np.zeros((n, m, 4, 64), np.float32), np.zeros((n, m), np.int64), mem_valid,
+                             np.zeros((n, p, 256), np.float32), np.zeros((n, p), np.float32), ptr_valid)
+        assert cuda_graphs.rings_filling(mem_valid, ptr_valid, (r, rp))
+        plan = cuda_graphs.plan_step(feats, ai, True, rings=(r, rp))
+        assert plan.path == "masked" and plan.values["mem_valid"].tolist() == mem_valid.tolist()
+        with_rings.add(plan.key)
+        without.add(cuda_graphs.plan_step(feats, ai, True).key)
+    assert len(with_rings) == 1 and len(without) >= rp - 1
+    full = AttentionInputs(ai.mem_feats, ai.mem_tpos_row, np.ones((n, m), bool), ai.obj_ptrs, ai.ptr_tpos,
+                           np.ones((n, p), bool))
+    assert not cuda_graphs.rings_filling(full.mem_valid, full.ptr_valid, (r, rp))
+    assert cuda_graphs.plan_step(feats, full, True, rings=(r, rp)).path == "whole"
+
+
+# ----------------------------------------------------------------------------- the image encoder
+def _fields(feats: ImageFeatures) -> list:
+    return [feats.feat_s0, feats.feat_s1, feats.image_embed]
+
+
+def test_encoder_replays_equal_eager_bit_for_bit(emulated, eager):
+    """The image encoder through the graph cache: eager, capture, then replays, each bit for bit the
+    eager backend's features; the returned features are the caller's (a later call leaves them)."""
+    graphs = emulated.encoder_graphs
+    graphs.clear()
+    events, kept = [], []
+    for seed in range(20, 24):
+        got = _features(emulated, seed)
+        events.append(graphs.last_event)
+        want = _features(eager, seed)
+        for g, w in zip(_fields(got), _fields(want)):
+            assert g.shape == w.shape and torch.equal(g, w), (seed, events)
+        kept.append((got, want))
+    assert events == ["eager", "capture", "replay", "replay"]
+    for got, want in kept:  # not overwritten by the later replays
+        assert all(torch.equal(g, w) for g, w in zip(_fields(got), _fields(want)))
+    assert [k[0] for k in graphs.keys] == [(1, 3, 256, 256)]
+
+
+def test_a_stale_encoder_input_is_caught(emulated, monkeypatch):
+    graphs = emulated.encoder_graphs
+    graphs.clear()
+    first = [_features(emulated, seed) for seed in (30, 31)]  # eager, capture
+    assert graphs.last_event == "capture"
+    monkeypatch.setattr(cuda_graphs.CapturedEncoder, "load", lambda step, image: None)  # frame not copied in
+    stale = _features(emulated, 32)
+    assert graphs.last_event == "replay"
+    assert torch.equal(stale.image_embed, first[1].image_embed)
+    monkeypatch.undo()
+    fresh = _features(emulated, 32)
+    assert graphs.last_event == "replay" and _max_diff(fresh.image_embed, stale.image_embed) > 1e-3
+
+
+# ----------------------------------------------------------------------------- host arrays, devices
+def test_a_calls_host_arrays_go_up_in_one_copy(emulated, monkeypatch):
+    """Staging: several arrays of one call, one host->device crossing, typed views of it; on the
+    CPU a packed call owns its buffer (a later change of the arrays does not reach it)."""
+    from sam2_ros.backends.torch_backend.storage import HostStaging
+
+    crossings = []
+    from_numpy = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda a: (crossings.append(a.nbytes), from_numpy(a))[1])
+    staging = HostStaging("cpu")
+    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False, True]),
+              np.arange(5, dtype=np.int64), np.full((1, 1), -1, np.int32), np.float64([0.5])]
+    got = staging.upload(arrays)
+    assert len(crossings) == 1 and staging.uploads == 1
+    for t, a in zip(got, arrays):
+        assert t.dtype == cuda_graphs.torch_dtype(a.dtype) and t.numpy().tolist() == a.tolist()
+    arrays[0][:] = 7
+    assert got[0].numpy().max() == 5.0
+    # a decoder call: six host arrays, one upload
+    spec = emulated.manifest.spec
+    feats = _features(emulated, 0)
+    lr = spec.low_res_size
+    before = emulated.staging.uploads
+    out = emulated.decode(feats, feats.image_embed, np.ones(1, np.float32), np.full((1, 1, 2), 100.0, np.float32),
+                          np.ones((1, 1), np.int32), np.zeros((1, 1, lr, lr), np.float32), np.zeros(1, np.float32),
+                          np.ones(1, np.float32))
+    assert emulated.staging.uploads == before + 1 and out.low_res_masks.shape == (1, 1, lr, lr)
+
+
+def test_every_cuda_call_names_the_backends_device():
+    """Which device a CUDA call uses, checked without CUDA: "cuda" is fixed to an index at
+    construction, and the scope every upload, capture and replay runs in names that index."""
+    from sam2_ros.backends.torch_backend.storage import concrete_device, device_scope
+
+    def no_call():
+        raise AssertionError("the current device was read for a device with an index")
+
+    assert concrete_device(torch.device("cuda"), lambda: 1) == torch.device("cuda", 1)
+    assert concrete_device("cuda:2", no_call) == torch.device("cuda", 2)
+    assert concrete_device("cpu", no_call) == torch.device("cpu")
+    scope = device_scope(torch.device("cuda", 1))
+    assert isinstance(scope, torch.cuda.device) and scope.idx == 1
+    with device_scope(torch.device("cpu")):
+        pass
+    with pytest.raises(ValueError, match="has no index"):
+        device_scope(torch.device("cuda"))
+
+
 # ----------------------------------------------------------------------------- a tracker on real video
 def run_stream(backend, frames, script, max_objects=3, before=None) -> tuple[list, list, Tracker]:
     """Track ``frames``; ``script[i](tracker)`` after the step of frame ``i``, ``before[i](tracker)``
@@ -240,6 +353,12 @@ def test_tracker_with_emulated_graphs_equals_eager(eager, frames, tiny_export_25
     assert graphs.captures >= 2 and graphs.replays >= 2, " ".join(map(str, events))
     replayed_n = {len(got[i].object_ids) for i, e in enumerate(events) if e == "replay"}
     assert replayed_n == {2, 3}, events
+    # while the rings fill (objects new on frames 0 and 1, conditioning frames 2 and 3 in the recent
+    # windows up to frame 18) the key stays the masked one of n = 3 and M = 6 + 2 (from frame 3, after the
+    # second conditioning frame): one eager run, one capture, replays (packed keys would change on every
+    # one of these frames, each run eagerly)
+    assert events[3:5] == ["eager", "capture"] and set(events[5:19]) == {"replay"}, events
+    assert graphs.eager_runs <= 5 and graphs.captures <= 4, (graphs.eager_runs, graphs.captures, events)
 
 
 # ----------------------------------------------------------------------------- warm-up
@@ -273,10 +392,14 @@ def test_warm_up_leaves_graphs_that_the_first_steady_frames_replay(tiny_export_2
     b = open_torch(tiny_export_256, tiny_checkpoint, cuda_graph="emulate")
     graphs = b.track_graphs
     b.warm_up(max_objects=2)
-    assert graphs.captures == 2 and sorted(k[:4] for k in graphs.keys) == [("whole", 1, 7, 16), ("whole", 2, 7, 16)]
+    assert graphs.captures == 4 and sorted(k[:4] for k in graphs.keys) == [
+        ("masked", 1, 7, 16), ("masked", 2, 7, 16), ("whole", 1, 7, 16), ("whole", 2, 7, 16)]
+    assert b.encoder_graphs.captures == 1
     got, events, _ = run_stream(b, frames[:STEADY_FRAMES], _steady_stream(), max_objects=2)
-    assert events[16:] == ["replay", "replay"], events  # no eager run, no capture: warm-up's graphs
-    assert graphs.captures == 2
+    # no eager run, no capture: warm-up's graphs, the rings filling (frames 1-15) and full (16, 17)
+    assert events[1:] == ["replay"] * (STEADY_FRAMES - 1), events
+    assert graphs.captures == 4 and graphs.eager_runs == 4  # the warm-up's first sightings
+    assert b.encoder_graphs.captures == 1 and b.encoder_graphs.replays == STEADY_FRAMES
     _assert_same_results(got, steady_reference)
 
 
@@ -307,7 +430,7 @@ def test_a_cuda_replay_allocates_no_memory(tiny_export_256, tiny_checkpoint, fra
     allocated = []
     for i in range(50):
         tracker.step(frames[i % len(frames)])
-        assert b.track_graphs.last_event == "replay"
+        assert b.track_graphs.last_event == "replay" and b.encoder_graphs.last_event == "replay"
         torch.cuda.synchronize()
         allocated.append(torch.cuda.memory_allocated())
     assert len(set(allocated)) == 1, allocated
@@ -329,3 +452,50 @@ def test_compiled_graphs_equal_eager(tiny_export_256, tiny_checkpoint, frames):
     got, events, _ = run_stream(b, frames[:STEADY_FRAMES], script, max_objects=2)
     assert events[16:] == ["replay", "replay"] and not b.track_graphs.failed, events
     _assert_same_results(got, want, tol=1e-4)
+
+
+@needs_cuda
+def test_a_capture_keeps_the_allocator_cache(tiny_export_256, tiny_checkpoint):
+    """A key first seen mid-stream is captured without synchronising the device or emptying the
+    caching allocator (torch.cuda.graph does both): memory the allocator holds stays reserved."""
+    b = open_torch(tiny_export_256, tiny_checkpoint, device="cuda", cuda_graph=True)
+    feats, inp = _features(b, 0), _inputs(b, 0, 2, "whole")
+    b.track_step(feats, _move(inp, b.device), True)  # eager
+    block = torch.empty(64 << 20, dtype=torch.uint8, device=b.device)
+    del block  # cached by the allocator, not in use
+    torch.cuda.synchronize(b.device)
+    reserved = torch.cuda.memory_reserved(b.device)
+    b.track_step(feats, _move(inp, b.device), True)
+    assert b.track_graphs.last_event == "capture"
+    assert torch.cuda.memory_reserved(b.device) >= reserved
+
+
+def _move(ai: AttentionInputs, device) -> AttentionInputs:
+    return AttentionInputs(ai.mem_feats.to(device), ai.mem_tpos_row, ai.mem_valid, ai.obj_ptrs.to(device), ai.ptr_tpos,
+                           ai.ptr_valid)
+
+
+@needs_cuda
+def test_graphs_leave_the_threads_device_and_stream(tiny_export_256, tiny_checkpoint, frames):
+    b = open_torch(tiny_export_256, tiny_checkpoint, device="cuda", cuda_graph=True)
+    assert b.device.index is not None  # "cuda" fixed to the constructing thread's device
+    device, stream = torch.cuda.current_device(), torch.cuda.current_stream()
+    run_stream(b, frames[:4], _steady_stream(), max_objects=2)
+    assert b.encoder_graphs.captures == 1 and b.track_graphs.captures >= 1
+    assert torch.cuda.current_device() == device and torch.cuda.current_stream() == stream
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_graphs_on_another_device_than_the_threads_current(tiny_export_256, tiny_checkpoint, frames):
+    """The backend on cuda:1 driven from a thread whose current device is 0 (as a ROS callback
+    thread): page-locked uploads, captures and replays run on cuda:1's stream and give the eager
+    results; the thread's current device is left as it was."""
+    script = _steady_stream()
+    want, _, _ = run_stream(open_torch(tiny_export_256, tiny_checkpoint, device="cuda:1", cuda_graph=False),
+                            frames[:STEADY_FRAMES], script, max_objects=2)
+    with torch.cuda.device(0):
+        b = open_torch(tiny_export_256, tiny_checkpoint, device="cuda:1", cuda_graph=True)
+        got, events, _ = run_stream(b, frames[:STEADY_FRAMES], script, max_objects=2)
+        assert torch.cuda.current_device() == 0
+    assert events.count("replay") >= 10 and not b.track_graphs.failed, events
+    _assert_same_results(got, want)

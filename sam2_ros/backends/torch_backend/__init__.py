@@ -70,7 +70,7 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             from sam2_ros.backends.torch_backend.graphs import graph_modules
             from sam2_ros.backends.torch_backend.imaging import TorchImaging
             from sam2_ros.backends.torch_backend.official import build_video_predictor
-            from sam2_ros.backends.torch_backend.storage import TorchStorage
+            from sam2_ros.backends.torch_backend.storage import TorchStorage, concrete_device
             from sam2_ros.manifest import file_sha256
         except ImportError as e:
             raise EngineError(f"the torch backend needs torch and the official sam2 package: {e}") from e
@@ -84,6 +84,9 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             raise EngineError(f"torch backend: bad device {device!r}: {e}") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise EngineError(f"torch backend: device {device!r} asked for, but PyTorch sees no CUDA GPU")
+        # "cuda" is the constructing thread's current device: fixed now, as the worker thread that
+        # runs the tracker may have another current device
+        self.device = concrete_device(self.device, torch.cuda.current_device)
         if precision not in PRECISIONS:
             raise EngineError(f"torch backend: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "fp16" and self.device.type != "cuda":
@@ -91,11 +94,13 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         self.precision = precision
         self._amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.storage = TorchStorage(self.device)
+        #: host arrays reach the device through it: one (page-locked, non-blocking) copy per call
+        self.staging = self.storage.staging
         if imaging not in IMAGING:
             raise EngineError(f"torch backend: imaging must be one of {', '.join(IMAGING)}, got {imaging!r}")
         if imaging == "auto":
             imaging = "device" if self.device.type == "cuda" else "host"
-        self.imaging = TorchImaging(self.device) if imaging == "device" else HOST_IMAGING
+        self.imaging = TorchImaging(self.device, self.staging) if imaging == "device" else HOST_IMAGING
         ckpt = checkpoint or manifest.data.get("checkpoint")
         if not ckpt or not Path(ckpt).is_file():
             raise EngineError(
@@ -114,12 +119,14 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             for module in graphs.values():
                 _cast_matmul_weights(module, self._amp)
         self.mask_decoder, self.memory_encoder = graphs["mask_decoder"], graphs["memory_encoder"]
+        #: recent memory and pointer slots: a tracking step with a ring not full takes the masked path
+        self.rings = (spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1)
         self._fast_path(cuda_graph, compile)
 
     def _fast_path(self, cuda_graph: str | bool, compile: bool | str) -> None:
         """Inference-only modules, optionally compiled; the tracking step's graph cache."""
         from sam2_ros.backends.torch_backend.cuda_graphs import (
-            CudaGraphCapturer, EmulatedCapturer, TrackStepGraphs, graph_mode,
+            CudaGraphCapturer, EmulatedCapturer, EncoderGraphs, TrackStepGraphs, graph_mode,
         )
 
         try:
@@ -138,14 +145,22 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
             for name in GRAPH_MODULES:
                 setattr(self, name, self.torch.compile(getattr(self, name), mode=compile_mode, dynamic=None))
         self.cuda_graph = mode
-        capturer = {"cuda": CudaGraphCapturer, "emulate": EmulatedCapturer}.get(mode)
-        self.track_graphs = None if mode is None else TrackStepGraphs(
-            self, capturer(self.device) if mode == "cuda" else capturer()
-        )
+        # one capturer (side stream, memory pool) for both caches: their replays never overlap
+        capturer = None if mode is None else CudaGraphCapturer(self.device) if mode == "cuda" else EmulatedCapturer()
+        self.track_graphs = None if mode is None else TrackStepGraphs(self, capturer)
+        self.encoder_graphs = None if mode is None else EncoderGraphs(self, capturer)
 
     def _call(self, module, *args):
+        """``module(*args)`` on the device, in the backend's precision; the call's host arrays go up
+        in one copy (:class:`.storage.HostStaging`)."""
         torch = self.torch
-        with self.inference(), torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
+        with self.inference(), self._device_scope(), torch.autocast(self.device.type, dtype=self._amp,
+                                                                      enabled=self._amp is not None):
+            host = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+            if host:
+                args = list(args)
+                for i, t in zip(host, self.staging.upload([args[i] for i in host])):
+                    args[i] = t
             args = [self.storage.asarray(a) for a in args]
             if self.compiled:  # compiled code guards on strides, of size-1 dims too (numpy's x[None]: 0)
                 args = [_plain_strides(a) for a in args]
@@ -155,7 +170,16 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         as_fp32 = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
         return as_fp32(out) if isinstance(out, torch.Tensor) else tuple(as_fp32(t) for t in out)
 
-    def encode_image(self, image: np.ndarray) -> ImageFeatures:
+    def _device_scope(self):
+        from sam2_ros.backends.torch_backend.storage import device_scope
+
+        return device_scope(self.device)
+
+    def encode_image(self, image) -> ImageFeatures:
+        """Features of a normalised [1, 3, S, S] frame (host array or device tensor); replayed from
+        a CUDA graph per frame size when ``cuda_graph`` is on (fresh output tensors either way)."""
+        if self.encoder_graphs is not None:
+            return self.encoder_graphs.encode(image)
         return ImageFeatures(*self._call(self.image_encoder, image))
 
     def frame_embedding(self, feats: ImageFeatures):
@@ -168,11 +192,16 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
     def _attend_dense(self, feats, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos):
         return self._call(self.memory_attention_dense, feats.image_embed, mem_feats, mem_tpos_row, obj_ptrs, ptr_tpos)
 
-    def _concat(self, parts):
-        return self.torch.cat(parts)
+    def attend_memory(self, feats, mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid):
+        """``PackedAttention.attend_memory`` with the call's host arrays (temporal rows, validity,
+        packing indices) uploaded in one copy and every gather indexed on the device."""
+        from sam2_ros.backends.torch_backend.cuda_graphs import attend, plan_attention
 
-    def _take_rows(self, x, order: np.ndarray):
-        return x[self.storage.asarray(order)]
+        plan = plan_attention(AttentionInputs(mem_feats, mem_tpos_row, mem_valid, obj_ptrs, ptr_tpos, ptr_valid),
+                              dense=self.has_dense_attention)
+        with self.inference():
+            h = self.staging.upload_named(plan.values)
+        return attend(self, plan, feats.image_embed, self.storage.asarray(mem_feats), self.storage.asarray(obj_ptrs), h)
 
     def decode(self, feats, pix_feat, no_mem, point_coords, point_labels, mask_input, has_mask, multimask) -> DecoderOutput:
         out = self._call(
@@ -186,12 +215,21 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
 
     def track_step(self, feats: ImageFeatures, attention_inputs: AttentionInputs, multimask: bool):
         """The tracking step of ``n`` objects, replayed from a CUDA graph when ``cuda_graph`` is on.
+        Rows whose recent rings are filling take the masked attention (one key while they fill,
+        :mod:`.cuda_graphs`), with or without graphs, so both compute the same.
 
         With graphs, the outputs are the graph's static tensors: valid until the next ``track_step``.
         """
+        from sam2_ros.backends.torch_backend.cuda_graphs import plan_step, track_step_outputs
+
         if self.track_graphs is not None:
             return self.track_graphs.track_step(feats, attention_inputs, multimask)
-        return ComposedTrackStep.track_step(self, feats, attention_inputs, multimask)
+        # what a replay computes (rows with filling rings on the masked path), one upload of host arrays
+        plan = plan_step(feats, attention_inputs, multimask, self.has_dense_attention, self.rings)
+        with self.inference():
+            h = self.staging.upload_named(plan.values)
+        outs = track_step_outputs(self, plan, feats, attention_inputs.mem_feats, attention_inputs.obj_ptrs, h)
+        return DecoderOutput(*outs[:4]), outs[4]
 
     def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
         """Run every graph once before the first real frame, so that cuDNN / cuBLAS algorithm
@@ -200,12 +238,13 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         On a dummy frame at the export's image size: the image encoder, a first prompt (decoder,
         memory encoder of the mask), a refinement's masked attention, and the tracking step of
         ``n = max_objects .. 1`` objects in the steady state (full recent rings, ``k`` conditioning
-        slots for ``k = 1 .. cond_slots``), twice with CUDA graphs so that the tracker's first
-        steady-state frames replay. With ``compile`` also a box prompt and the tracking step of
-        objects on the frame after their prompt: the shapes after which nothing recompiles. Works on
-        its own scratch buffers: no tracker's state changes (trackers already using this backend
-        may go on). Cost: ``max_objects x cond_slots`` tracking steps (twice with graphs; compiling
-        takes minutes).
+        slots for ``k = 1 .. cond_slots``). With CUDA graphs the encoder and every step run twice, so
+        that they are captured and the tracker's first frames replay, and the step of objects whose
+        rings are filling (the masked key of each ``n`` and ``k``) is captured too. With ``compile``
+        also a box prompt and the tracking step of objects on the frame after their prompt: the
+        shapes after which nothing recompiles. Works on its own scratch buffers: no tracker's state
+        changes (trackers already using this backend may go on). Cost: ``max_objects x cond_slots``
+        tracking steps (four times with graphs; compiling takes minutes).
         """
         from sam2_ros.backends.torch_backend.cuda_graphs import MAX_GRAPHS
 
@@ -213,9 +252,14 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         if max_objects < 1 or cond_slots < 1:
             raise ValueError(f"warm_up needs max_objects >= 1 and cond_slots >= 1, got {max_objects}, {cond_slots}")
         st, lr = self.storage, spec.low_res_size
+        runs = 1
+        if self.track_graphs is not None:
+            runs = 2  # first sighting eager, second captures
+            self.track_graphs.max_graphs = max(self.track_graphs.max_graphs,
+                                               2 * max_objects * cond_slots + MAX_GRAPHS // 2)
         # what only compiled code needs (it specialises on sizes 1 and on sam2's position-encoding cache,
         # filled by the first call) is skipped otherwise: on a CPU without compile warm-up gains little
-        for _ in range(1 + self.compiled):
+        for _ in range(max(1 + self.compiled, runs)):
             feats = self.encode_image(np.zeros((1, 3, spec.image_size, spec.image_size), np.float32))
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
         for points in (1, 2)[: 1 + self.compiled]:  # a click, a box: then any number of points
@@ -226,10 +270,6 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         recent, ptr_recent = spec.num_maskmem - 1, spec.max_obj_ptrs_in_encoder - 1
         hw = spec.feat_size**2
         multimask = spec.use_multimask(is_init=False, num_points=0)  # what a tracked frame uses
-        runs = 1
-        if self.track_graphs is not None:
-            runs = 2  # first sighting eager, second captures
-            self.track_graphs.max_graphs = max(self.track_graphs.max_graphs, max_objects * cond_slots + MAX_GRAPHS // 2)
         for k in range(1, cond_slots + 1):
             m, p = recent + k, ptr_recent + k
             inputs = _steady_state_inputs(
@@ -240,14 +280,16 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
                 # a refinement of an object with no valid memory slot runs the masked graph
                 self._attend_masked(feats, inputs.mem_feats[:1], inputs.mem_tpos_row[:1], inputs.mem_valid[:1],
                                     inputs.obj_ptrs[:1], inputs.ptr_tpos[:1], inputs.ptr_valid[:1])
-                # objects on the frame after their first prompt: only the conditioning slot valid
-                # (packed attention of 1 slot; compiled code specialises sizes 1). Eager: a key of the
-                # filling rings lasts one frame, capturing it would be wasted
-                for n in range(max_objects, 0, -1) if self.compiled else ():
-                    young = inputs.first(n)
-                    young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
-                    young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
-                    ComposedTrackStep.track_step(self, feats, young, multimask)
+            # objects on the frame after their first prompt: only the conditioning slot valid, the
+            # masked path while their rings fill (one key per n and k: captured with graphs; compiled
+            # code specialises sizes 1, so compiled without graphs runs it once)
+            young_runs = runs if self.track_graphs is not None else int(self.compiled and k == 1)
+            for n in range(max_objects, 0, -1) if young_runs else ():
+                young = inputs.first(n)
+                young.mem_valid = np.broadcast_to(np.arange(m) >= recent, (n, m))
+                young.ptr_valid = np.broadcast_to(np.arange(p) >= ptr_recent, (n, p))
+                for _ in range(young_runs):
+                    self.track_step(feats, young, multimask)
             for n in range(max_objects, 0, -1):  # largest first: static buffers are allocated once
                 rows = inputs.first(n)
                 for _ in range(runs):
@@ -257,11 +299,12 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
 
     def close(self) -> None:
         """Drop the modules and graphs (and their GPU memory with the caching allocator's next release)."""
-        if getattr(self, "track_graphs", None) is not None:
-            if self.device.type == "cuda":
-                self.torch.cuda.synchronize(self.device)  # no replay in flight when its graph goes
-            self.track_graphs.clear()
-        self.track_graphs = None
+        graphs = [g for g in (getattr(self, "track_graphs", None), getattr(self, "encoder_graphs", None)) if g is not None]
+        if graphs and self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)  # no replay in flight when its graph goes
+        for g in graphs:
+            g.clear()
+        self.track_graphs = self.encoder_graphs = None
         self.image_encoder = self.memory_attention = self.mask_decoder = self.memory_encoder = None
         self.memory_attention_dense = None
 

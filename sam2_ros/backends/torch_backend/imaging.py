@@ -1,7 +1,8 @@
 """Frame pre- and post-processing on the torch backend's device (:class:`TorchImaging`).
 
-The camera frame goes up once as uint8 and is resized on the device; the logits never leave it
-until a caller reads an output, and then only that output comes down. Everything here runs on
+The camera frame goes up once as uint8 (from page-locked memory, without waiting for the device:
+:class:`.storage.HostStaging`) and is resized on the device; the logits never leave it until a
+caller reads an output, and then only that output comes down. Everything here runs on
 any torch device. The resize (:meth:`TorchImaging.resize`, all of ``frame_tensor`` but the
 upload) and :meth:`TorchImaging.fill_holes` never synchronise with the host once their tables
 for a size are on the device: no ``.item()``, no data-dependent shapes, so a CUDA graph could
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_ros.backends.torch_backend.storage import HostStaging, concrete_device
 from sam2_ros.preprocess import IMAGE_MEAN, IMAGE_STD
 
 #: Fractional bits of PIL's fixed-point filter weights for 8-bit images (``PRECISION_BITS``).
@@ -89,8 +91,9 @@ class TorchImaging:
     #: ``F.interpolate`` rather than OpenCV and differ on rare near-threshold pixels.
     exact = False
 
-    def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
+    def __init__(self, device: torch.device | str, staging: HostStaging | None = None):
+        self.device = concrete_device(device, torch.cuda.current_device)
+        self.staging = staging if staging is not None else HostStaging(self.device)
         self._taps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._norm_lut: tuple[torch.Tensor, torch.Tensor] | None = None
         self._holes: dict[tuple[int, int], _HoleBuffers] = {}
@@ -100,7 +103,7 @@ class TorchImaging:
         """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, S, S] on the device (PIL bicubic resize)."""
         if frame_rgb.dtype != np.uint8 or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] frame, got {frame_rgb.dtype} {frame_rgb.shape}")
-        frame = torch.from_numpy(np.ascontiguousarray(frame_rgb)).to(self.device)
+        frame = self.staging.upload([frame_rgb])[0]
         levels = self.resize(frame, image_size)
         # level -> normalised float through a [3 x 256] table made with preprocess_frame's arithmetic
         lut, base = self._normalisation_table()
