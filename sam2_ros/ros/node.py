@@ -459,7 +459,8 @@ class Sam2TrackerNode(LifecycleNode):
         def done(outcome, error):
             if error is not None:
                 reason = ("before_first_frame" if "no frame has been processed" in error
-                          else "outside_image" if "outside" in error or "not finite" in error else "failed")
+                          else "outside_image" if "outside" in error or "not finite" in error
+                          else "max_objects" if "max_objects" in error else "failed")
                 self._count(f"clicks_refused_{reason}", warn=f"click ({x:.1f}, {y:.1f}) refused: {error}")
             elif outcome[0] == "ignored":
                 self._count("clicks_on_tracked_ignored")
