@@ -145,8 +145,9 @@ def cmd_track(args) -> int:
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.io.video import OverlayWriter, iter_frames, video_fps
 
-    if args.bag is None and (args.topic is not None or args.overlay_topic):
-        return _die("--topic and --overlay-topic go with --bag")
+    if args.bag is None and (args.topic is not None or args.overlay_topic or args.depth_topic
+                             or args.camera_info_topic or args.detections_topic):
+        return _die("--topic, --overlay-topic, --depth-topic, --camera-info-topic and --detections-topic go with --bag")
     if args.bag is not None and not args.topic:
         return _die("--bag needs --topic: the image topic to track (sensor_msgs/msg/Image or CompressedImage)")
     out = Path(args.out)
@@ -198,12 +199,24 @@ def _track_bag(args, prompts, out: Path):
             raise
         raise ValueError("--bag needs the rosbags package: pip install 'rosbags==0.11.9' (or sam2_ros[bag])") from None
 
-    with BagImageTopic(args.bag, args.topic) as source:  # checks the bag and topic before loading the model
+    from sam2_ros.io.bag import BagSideTopics
+
+    side_topics = {"depth": args.depth_topic, "camera_info": args.camera_info_topic, "detections": args.detections_topic}
+    if bool(args.depth_topic) != bool(args.camera_info_topic):
+        raise ValueError("--depth-topic and --camera-info-topic go together: 3D positions need both")
+    with (
+        BagImageTopic(args.bag, args.topic) as source,  # checks the bag and topics before loading the model
+        BagSideTopics(args.bag, side_topics, int(round(args.depth_tolerance * 1e9))) as side,
+    ):
         tracker = _open_tracker(args)
         run, bag = track_bag(
             tracker, source, prompts, out, args.max_objects, overlay=args.overlay_topic, max_frames=args.max_frames,
+            side=side if side.topics else None,
         )
     inputs = {"bag": str(args.bag), "topic": args.topic, "output_bag": str(bag.path), "output_topics": bag.topics}
+    if side.topics:
+        inputs["side_topics"] = side.topics
+        inputs["side_counts"] = dict(sorted(side.counts.items()))
     return run, inputs, tracker
 
 
@@ -395,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="with --bag: the image topic (sensor_msgs/msg/Image or CompressedImage)")
             s.add_argument("--overlay-topic", action="store_true",
                            help="with --bag: also write <ns>/sam2/overlay (rgb8) to the output bag")
+            s.add_argument("--depth-topic", default=None,
+                           help="with --bag and --camera-info-topic: a depth topic registered to the images (16UC1 mm "
+                                "or 32FC1 m): writes <ns>/sam2/detections_3d and markers, as the node")
+            s.add_argument("--camera-info-topic", default=None, help="with --bag: the colour camera's CameraInfo topic")
+            s.add_argument("--depth-tolerance", type=float, default=0.005,
+                           help="with --depth-topic: largest stamp difference (s) between an image and its depth")
+            s.add_argument("--detections-topic", default=None,
+                           help="with --bag: a vision_msgs/Detection2DArray topic: its boxes prompt the tracker on the "
+                                "frame each message's stamp names (the node's association, default policy)")
         else:
             s.add_argument("--video", required=True)
         s.add_argument("--prompts", required=True)

@@ -156,7 +156,18 @@ def test_track_bag_writes_the_node_topics(
 
     topics = read_bag(out / "bag")
     names = ["/camera/sam2/objects", "/camera/sam2/label_image"] + (["/camera/sam2/overlay"] if overlay else [])
-    assert sorted(topics) == sorted(names) and stats["output_topics"] == dict(zip(["objects", "label_image", "overlay"], names))
+    vision = ["/camera/sam2/detections", "/camera/sam2/label_info"]
+    assert sorted(topics) == sorted(names + vision)
+    assert stats["output_topics"] == {k: f"/camera/sam2/{k}" for k in
+                                      ["objects", "detections", "label_image", "label_info"] + (["overlay"] if overlay else [])}
+    assert len(topics[vision[0]]) == N_FRAMES
+    # label_info goes out when the objects change: frame 0 (objects 1, 2) and frame 3 (object 3)
+    assert [[(c.class_id, c.class_name) for c in m.class_map] for _, m, _ in topics[vision[1]]] == [
+        [(1, "object"), (2, "object")], [(1, "object"), (2, "object"), (3, "object")]]
+    for i, (_, det, _) in enumerate(topics[vision[0]]):
+        assert det.header.stamp == topics[names[0]][i][1].header.stamp
+        assert [d.id for d in det.detections] == [str(o.id) for o in topics[names[0]][i][1].objects
+                                                  if o.visible and np.isfinite(o.x0)]
     for name in names:
         msgs = topics[name]
         assert len(msgs) == N_FRAMES, name  # one per input frame
@@ -266,7 +277,9 @@ def test_bag_arguments(tiny_export_256, tmp_path, capsys):
     rc, io = track(capsys, *base, "--bag", tmp_path)
     assert rc == 2 and "--bag needs --topic" in io.err
     rc, io = track(capsys, *base, "--video", "x.mp4", "--topic", TOPIC)
-    assert rc == 2 and "--topic and --overlay-topic go with --bag" in io.err
+    assert rc == 2 and "--topic, --overlay-topic, --depth-topic" in io.err and "go with --bag" in io.err
+    rc, io = track(capsys, *base, "--video", "x.mp4", "--detections-topic", "/det")
+    assert rc == 2 and "go with --bag" in io.err
     with pytest.raises(SystemExit) as e:
         track(capsys, *base, "--video", "x.mp4", "--bag", tmp_path, "--topic", TOPIC)
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
@@ -324,4 +337,115 @@ def test_memory_stays_flat_in_the_bag_length(storage, tmp_path):
     assert peak < 0.4 * data, f"peak {peak / 1e6:.1f} MB for {data / 1e6:.0f} MB of images"
     with np.load(tmp_path / "out" / "masks.npz") as z:
         assert z["masks"].shape == (len(frames), 3, 270, 480)
-    assert sum(len(v) for v in read_bag(bag.path).values()) == 3 * len(frames)
+    # objects, detections, label_image, overlay per frame; label_info when the objects change (frames 0 and 3)
+    assert sum(len(v) for v in read_bag(bag.path).values()) == 4 * len(frames) + 2
+
+
+DEPTH_TOPIC, INFO_TOPIC, DET_TOPIC = "/camera/depth/image_rect_raw", "/camera/camera_info", "/detector/detections"
+FX, FY, CX, CY = 250.0, 260.0, 160.0, 90.0
+
+
+def _scene() -> np.ndarray:
+    depth = np.full((WH[1], WH[0]), 2.0, np.float32)  # a plane at 2 m with a region at 1 m
+    depth[40:120, 60:200] = 1.0
+    return depth
+
+
+def test_track_bag_with_depth_camera_info_and_detections(frames, tiny_export_256, tmp_path, capsys):
+    """The bag's depth, camera_info and detector topics give what the node would publish: the
+    detector's box (logged two frames after its image) starts an object on its own frame,
+    detections_3d holds each object's robust back-projected median depth over its mask."""
+    from sam2_ros.io.bag import make_message, typestore
+
+    store = typestore()  # Jazzy + vision_msgs
+    bag = tmp_path / "in"
+    n = 4
+    mm = np.round(_scene() * 1000).astype("<u2")
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        img = w.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        dep = w.add_connection(DEPTH_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        info = w.add_connection(INFO_TOPIC, "sensor_msgs/msg/CameraInfo", typestore=store)
+        det = w.add_connection(DET_TOPIC, "vision_msgs/msg/Detection2DArray", typestore=store)
+        msgs = []
+        for i in range(n):
+            h = _header(i)
+            msgs.append((stamp(i) + LOG_DELAY, img, "sensor_msgs/msg/Image", T["sensor_msgs/msg/Image"](
+                header=h, height=WH[1], width=WH[0], encoding="rgb8", is_bigendian=0, step=WH[0] * 3,
+                data=np.ascontiguousarray(frames[i]).reshape(-1))))
+            dh = make_message(store, "std_msgs/msg/Header", {"stamp": h.stamp, "frame_id": "depth_optical"})
+            msgs.append((stamp(i) + LOG_DELAY + 1, dep, "sensor_msgs/msg/Image", make_message(store, "sensor_msgs/msg/Image", {
+                "header": dh, "height": WH[1], "width": WH[0], "encoding": "16UC1", "step": WH[0] * 2,
+                "data": mm.reshape(-1).view(np.uint8)})))
+            msgs.append((stamp(i) + LOG_DELAY + 2, info, "sensor_msgs/msg/CameraInfo", make_message(
+                store, "sensor_msgs/msg/CameraInfo", {"header": dh, "width": WH[0], "height": WH[1],
+                                                      "k": [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]})))
+
+        def detection(i, extra_ns, box, cls):
+            x0, y0, x1, y1 = box
+            h = _header(i)
+            h.stamp.nanosec += extra_ns
+            return make_message(store, "vision_msgs/msg/Detection2DArray", {"header": h, "detections": [
+                {"header": h, "id": "", "bbox": {"center": {"position": {"x": (x0 + x1) / 2, "y": (y0 + y1) / 2}},
+                                                 "size_x": x1 - x0, "size_y": y1 - y0},
+                 "results": [{"hypothesis": {"class_id": cls, "score": 0.9}}]}]})
+
+        # made on frame 1, logged after frame 3's image: two frames late; one more for a stamp no image has
+        msgs.append((stamp(3) + LOG_DELAY + 10, det, "vision_msgs/msg/Detection2DArray",
+                     detection(1, 0, (200.0, 67.0, 287.0, 140.0), "bed")))
+        msgs.append((stamp(3) + LOG_DELAY + 11, det, "vision_msgs/msg/Detection2DArray",
+                     detection(1, 5, (10.0, 10.0, 50.0, 50.0), "cup")))
+        for t, conn, msgtype, msg in sorted(msgs, key=lambda m: m[0]):
+            w.write(conn, t, store.serialize_cdr(msg, msgtype))
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps([{"frame": 0, "object_id": 1, "points": [[140, 87]], "labels": [1]}]))
+    out = tmp_path / "out"
+    rc, io = track(capsys, "--engines", tiny_export_256, "--bag", bag, "--topic", TOPIC, "--prompts", p, "--out", out,
+                   "--depth-topic", DEPTH_TOPIC, "--camera-info-topic", INFO_TOPIC, "--detections-topic", DET_TOPIC)
+    assert rc == 0, io.err
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["side_counts"] == {"detections_objects_created": 1, "detections_unmatched": 1}, stats
+    topics = read_bag(out / "bag")
+    assert sorted(topics) == sorted(f"/camera/sam2/{k}" for k in
+                                    ["objects", "detections", "label_image", "label_info", "detections_3d", "markers"])
+
+    # the same frames in memory, the detector's box given on frame 1 as a prompt of object 2
+    tracker = Tracker(load_backend(tiny_export_256), max_objects=MAX_OBJECTS)
+    depth = _scene()
+    checked = 0
+    for i in range(n):
+        res = tracker.step(frames[i])
+        if i == 0:
+            res = tracker.add_prompt(1, points=[[140, 87]], labels=[1])
+        if i == 1:
+            res = tracker.add_prompt(2, box=[200, 67, 287, 140])
+        objects = topics["/camera/sam2/objects"][i][1]
+        assert [(o.id, o.label) for o in objects.objects] == list(zip(res.object_ids, ["", "bed"]))
+        for j, o in enumerate(objects.objects):
+            np.testing.assert_array_equal(o.mask.data.reshape(WH[1], WH[0]) > 0, res.masks[j])
+        d3 = topics["/camera/sam2/detections_3d"][i][1]
+        assert d3.header.frame_id == "depth_optical" and d3.header.stamp == objects.header.stamp
+        present = [j for j in range(len(res.object_ids)) if res.scores[j] > 0 and res.masks[j].any()]
+        assert [d.id for d in d3.detections] == [str(res.object_ids[j]) for j in present]
+        for d, j in zip(d3.detections, present):
+            v, u = np.nonzero(res.masks[j])
+            z = depth[v, u].astype(np.float64)
+            med = np.median(z)
+            keep = np.abs(z - med) <= max(3 * 1.4826 * np.median(np.abs(z - med)), 0.02)
+            want = np.median(np.stack([(u[keep] - CX) * z[keep] / FX, (v[keep] - CY) * z[keep] / FY, z[keep]], 1), 0)
+            pos = d.results[0].pose.pose.position
+            np.testing.assert_allclose([pos.x, pos.y, pos.z], want, atol=1e-3)
+            checked += 1
+        markers = topics["/camera/sam2/markers"][i][1].markers
+        assert markers[0].action == 3 and len(markers) == 1 + 2 * len(present)
+    assert checked >= 4
+    info = topics["/camera/sam2/label_info"]
+    assert [[(c.class_id, c.class_name) for c in m.class_map] for _, m, _ in info] == [
+        [(1, "object")], [(1, "object"), (2, "bed")]]
+    try:  # the real ROS classes read what the bag holds (same type hashes)
+        from rclpy.serialization import deserialize_message
+        from vision_msgs.msg import Detection3DArray
+    except ImportError:
+        return
+    with AnyReader([out / "bag"]) as r:
+        raw = {c.topic: bytes(d) for c, _, d in r.messages()}
+    assert deserialize_message(raw["/camera/sam2/detections_3d"], Detection3DArray).header.frame_id == "depth_optical"

@@ -109,13 +109,18 @@ def test_label_image_and_objects_message_follow_the_result(rgb):
     masks[0, 0:100, 0:100] = True
     masks[1, 50:150, 50:150] = True  # overlaps object 0, higher score: wins the overlap
     result = _result(masks, [0.5, 2.0, -1.0], [2, 7, 9])  # object 9: empty mask, not visible
-    labels, enc = rc.label_image(result, max_objects=8)
+    labels, enc = rc.label_image(result, max_objects=8)  # pixel = object id, stable across frames
     assert enc == "mono8" and labels.dtype == np.uint8
-    assert labels[10, 10] == 1 and labels[60, 60] == 2 and labels[160, 300] == 0
-    assert (labels == 3).sum() == 0
+    assert labels[10, 10] == 2 and labels[60, 60] == 7 and labels[160, 300] == 0
+    assert (labels == 9).sum() == 0 and set(np.unique(labels)) == {0, 2, 7}
     labels16, enc16 = rc.label_image(result, max_objects=300)
     assert enc16 == "mono16" and labels16.dtype == np.uint16
     np.testing.assert_array_equal(labels16, labels)
+    big = _result(masks, [0.5, 2.0, -1.0], [2, 700, 65535])  # ids above 255: mono16 whatever max_objects
+    labels_big, enc_big = rc.label_image(big, max_objects=8)
+    assert enc_big == "mono16" and labels_big[60, 60] == 700 and labels_big[10, 10] == 2
+    with pytest.raises(ValueError, match="does not fit a mono16 label image"):
+        rc.label_image(_result(masks, [0.5, 2.0, -1.0], [2, 7, 65536]), max_objects=8)
 
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345

@@ -84,7 +84,7 @@ def test_lifecycle_round_trip_with_sensor_data_qos(tracker_node, tiny_export_256
     assert tracker.bank.keep_first_cond_frame
     outputs = dict(node._outputs)
     # results go through lifecycle publishers: silent unless the node is active
-    assert set(outputs) == {"objects", "label_image", "overlay"}
+    assert set(outputs) == {"objects", "detections", "label_image", "label_info", "overlay"}  # depth.enabled: false
     assert all(isinstance(p, LifecyclePublisher) and not p.is_activated for p in outputs.values())
     # engine parameters are frozen while configured; output switches are not
     res = set_param(node, "max_objects", 5)

@@ -205,8 +205,9 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
         labels = [lm for lm in client.labels if stamp_ns(lm.header.stamp) == stamp(8)]
         assert labels and labels[0].encoding == "mono8"
         label = np.frombuffer(labels[0].data, np.uint8).reshape(270, 480)
-        for i, obj in enumerate(msg8.objects):
-            assert np.all(mask_of(obj)[label == i + 1])  # every labelled pixel lies in its object's mask
+        for obj in msg8.objects:  # pixel value = the object's id (stable across frames)
+            assert (label == obj.id).any() == (obj.visible and mask_of(obj).any())
+            assert np.all(mask_of(obj)[label == obj.id])  # every labelled pixel lies in its object's mask
 
         listed = client.call(ListObjects, "list_objects", ListObjects.Request())
         assert [(o.id, o.label, o.num_prompts) for o in listed.objects] == [(1, "bed", 2), (3, "rug", 1), (4, "", 1)]

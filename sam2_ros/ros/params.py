@@ -172,14 +172,130 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "publish.label_image", True,
-        "Publish `label_image`: mono8 (mono16 when max_objects > 255), pixel = 1 + index of the "
-        "object in the same frame's `objects` message, 0 = background.",
+        "Publish `label_image`: pixel = the object id (stable across frames), 0 = background; mono8 while "
+        "max_objects and every id are <= 255, mono16 otherwise; and `label_info` (vision_msgs/LabelInfo, "
+        "transient local: id -> label), republished when the objects or their labels change.",
+        applies=DYNAMIC,
+    ),
+    ParamSpec(
+        "publish.detections", True,
+        "Publish `detections` (vision_msgs/Detection2DArray, one per processed frame: every visible object, "
+        "id = object id, box from the mask, class = label or 'object', score = predicted IoU).",
         applies=DYNAMIC,
     ),
     ParamSpec(
         "publish.overlay", True,
         "Publish `overlay` (rgb8, masks and boxes drawn on the frame), only while someone subscribes.",
         applies=DYNAMIC,
+    ),
+    ParamSpec(
+        "depth.enabled", False,
+        "Subscribe to `depth` (sensor_msgs/Image registered to the colour image, same size: 16UC1 mm with 0 = "
+        "invalid, or 32FC1 m with NaN = invalid) and `camera_info` (the colour camera's), and publish each "
+        "object's 3D position and box on `detections_3d` (vision_msgs/Detection3DArray) and `markers` "
+        "(visualization_msgs/MarkerArray).",
+    ),
+    ParamSpec(
+        "depth.tolerance", 0.005,
+        "Largest stamp difference (seconds) between a colour frame and the depth image paired with it; 0 = the "
+        "same stamp.",
+        float_range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "depth.outlier_k", 3.0,
+        "Depth outlier rejection: a mask pixel counts when its depth is within max(outlier_k x 1.4826 x MAD, "
+        "depth.outlier_min_band) of the mask's median depth.",
+        float_range=(0.5, 100.0),
+    ),
+    ParamSpec(
+        "depth.outlier_min_band", 0.02,
+        "Smallest depth band (metres) kept around the median by the outlier rejection.",
+        float_range=(0.0, 10.0),
+    ),
+    ParamSpec(
+        "depth.box_percentile", 5.0,
+        "The 3D box spans the [p, 100 - p] percentiles of the kept points on each camera axis.",
+        float_range=(0.0, 49.0),
+    ),
+    ParamSpec(
+        "depth.min_valid_pixels", 10,
+        "An object with fewer mask pixels of valid depth gets no 3D output on that frame.",
+        int_range=(1, 1_000_000),
+    ),
+    ParamSpec(
+        "depth.publish_points", False,
+        "Also publish `object_points` (sensor_msgs/PointCloud2: x, y, z float32 and object_id uint32, the kept "
+        "depth points of every object on a grid of depth.points_stride pixels).",
+    ),
+    ParamSpec(
+        "depth.points_stride", 4,
+        "object_points takes the pixels whose row and column are multiples of this.",
+        int_range=(1, 64),
+    ),
+    ParamSpec(
+        "detection_prompts.enabled", False,
+        "Subscribe to `prompt_detections` (vision_msgs/Detection2DArray): each message's boxes are applied on the "
+        "frame its header stamp names (held until that frame is processed, or applied in the history).",
+    ),
+    ParamSpec(
+        "detection_prompts.iou_threshold", 0.5,
+        "Smallest IoU between a detection box and an object's mask box for the box to match the object.",
+        float_range=(0.01, 1.0),
+    ),
+    ParamSpec(
+        "detection_prompts.min_score", 0.5,
+        "Smallest detection score for an unmatched box to start a new object.",
+        float_range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "detection_prompts.classes", "",
+        "Comma-separated classes an unmatched box must have to start an object; empty = any class.",
+    ),
+    ParamSpec(
+        "detection_prompts.match_class", False,
+        "A box only matches an object with the same label (objects and boxes without one match any).",
+    ),
+    ParamSpec(
+        "detection_prompts.reseed", "lost",
+        "When a matched box re-seeds its object (a box refinement on the detection's frame): never; lost = when "
+        "the object has not been visible for reseed_lost_frames frames; every_n = every reseed_every-th match.",
+        choices=("never", "lost", "every_n"),
+    ),
+    ParamSpec("detection_prompts.reseed_lost_frames", 5, "K of reseed = lost.", int_range=(1, 1000)),
+    ParamSpec("detection_prompts.reseed_every", 10, "N of reseed = every_n.", int_range=(1, 100000)),
+    ParamSpec(
+        "detection_prompts.remove_after", 0,
+        "Remove an object that no box matched in this many consecutive detection messages; 0 = never.",
+        int_range=(0, 100000),
+    ),
+    ParamSpec(
+        "detection_prompts.max_boxes", 100,
+        "A detection message with more boxes is refused whole (counted).",
+        int_range=(1, 10000),
+    ),
+    ParamSpec(
+        "detection_prompts.use_track_ids", True,
+        "A detector's track id (Detection2D.id) bound to an object matches it without IoU.",
+    ),
+    ParamSpec(
+        "detection_prompts.max_waiting", 8,
+        "Detection messages held at once for frames not processed yet; more are refused (counted).",
+        int_range=(1, 256),
+    ),
+    ParamSpec(
+        "click_prompts.enabled", False,
+        "Subscribe to `<image>_mouse_left` (geometry_msgs/Point, pixels of the image; what rqt_image_view publishes): "
+        "a click on no tracked object starts one there on the latest processed frame.",
+    ),
+    ParamSpec(
+        "click_prompts.on_tracked", "ignore",
+        "A click on a visible tracked object: ignore (logged and counted) or refine (a positive point on it).",
+        choices=("ignore", "refine"),
+    ),
+    ParamSpec(
+        "click_prompts.min_interval", 0.3,
+        "Clicks closer together than this (seconds) are dropped (counted): a double click starts one object.",
+        float_range=(0.0, 60.0),
     ),
     ParamSpec(
         "diagnostics_period", 1.0, "Seconds between two /diagnostics messages.",

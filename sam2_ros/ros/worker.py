@@ -8,7 +8,8 @@
   it): it runs queued commands (prompts, remove, reset) between frames, then steps the
   newest frame, applies prompts held for that frame, and hands the result to ``publish``.
 - :meth:`TrackerWorker.call` runs a command on the tracker for a given frame stamp and
-  waits for its outcome, from any number of threads at once:
+  waits for its outcome, from any number of threads at once (:meth:`TrackerWorker.post`: the
+  same without waiting, for topic inputs; a callback gets the outcome):
   stamp 0 (latest) or the latest processed frame's stamp: run before the next frame;
   an earlier processed frame still in the tracker's history (its last ``history_frames``
   frames): run before the next frame, on that frame (:meth:`frame_index_of` gives the
@@ -85,10 +86,16 @@ class _Command:
     error: str | None = None
     cancelled: bool = False
     started: bool = False
+    on_done: Callable[[Any, str | None], None] | None = None  # posted commands: (value, error), nobody waits
 
     def finish(self, value=None, error: str | None = None) -> None:
         self.value, self.error = value, error
         self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(value, error)
+            except Exception:  # noqa: BLE001 - a reporting callback must not kill the worker
+                log.exception("command callback failed")
 
 
 @dataclass
@@ -238,21 +245,7 @@ class TrackerWorker:
         CommandError.
         """
         cmd = _Command(fn, stamp_ns, needs_frame)
-        with self._cond:
-            if self._thread is None or self._stop:
-                raise CommandError("the tracker is not running (node not active)")
-            if stamp_ns == LATEST or stamp_ns == self.current_stamp or stamp_ns in self._in_history:
-                self._commands.append(cmd)  # the latest frame, or a past frame still in the history
-            else:
-                status = self._status.get(stamp_ns)
-                not_yet = status is None and (self._newest_received is None or stamp_ns > self._newest_received)
-                if status in (FrameStatus.PENDING, FrameStatus.IN_FLIGHT) or not_yet:
-                    # a frame not processed yet, or one newer than every frame received (the
-                    # request overtook its image): hold the command for that frame
-                    self._held.setdefault(stamp_ns, []).append(cmd)
-                else:
-                    raise CommandError(self._stamp_error(stamp_ns, status))
-            self._cond.notify_all()
+        self._enqueue(cmd)
         if not cmd.done.wait(timeout):
             with self._cond:
                 if not cmd.started:
@@ -266,6 +259,46 @@ class TrackerWorker:
         if cmd.error is not None:
             raise CommandError(cmd.error)
         return cmd.value
+
+    def post(
+        self,
+        fn: Callable[[TrackerWorker, int | None], Any],
+        stamp_ns: int = LATEST,
+        on_done: Callable[[Any, str | None], None] | None = None,
+        needs_frame: bool = True,
+        max_held: int | None = None,
+    ) -> bool:
+        """Like :meth:`call` without waiting (topic inputs: detections, clicks): ``on_done(value,
+        error)`` runs on the worker thread (or here) when the command ran or failed. Returns
+        whether the command was held for a frame not processed yet. Raises :class:`CommandError`
+        at once for a stamp that cannot be served, or when ``max_held`` posted commands are
+        already held."""
+        cmd = _Command(fn, stamp_ns, needs_frame, on_done=on_done)
+        return self._enqueue(cmd, max_held)
+
+    def _enqueue(self, cmd: _Command, max_held: int | None = None) -> bool:
+        stamp_ns = cmd.stamp_ns
+        with self._cond:
+            if self._thread is None or self._stop:
+                raise CommandError("the tracker is not running (node not active)")
+            held = False
+            if stamp_ns == LATEST or stamp_ns == self.current_stamp or stamp_ns in self._in_history:
+                self._commands.append(cmd)  # the latest frame, or a past frame still in the history
+            else:
+                status = self._status.get(stamp_ns)
+                not_yet = status is None and (self._newest_received is None or stamp_ns > self._newest_received)
+                if status in (FrameStatus.PENDING, FrameStatus.IN_FLIGHT) or not_yet:
+                    # a frame not processed yet, or one newer than every frame received (the
+                    # request overtook its image): hold the command for that frame
+                    if max_held is not None and sum(
+                            c.on_done is not None for cmds in self._held.values() for c in cmds) >= max_held:
+                        raise CommandError(f"{max_held} inputs already wait for frames not processed yet")
+                    self._held.setdefault(stamp_ns, []).append(cmd)
+                    held = True
+                else:
+                    raise CommandError(self._stamp_error(stamp_ns, status))
+            self._cond.notify_all()
+        return held
 
     def _stamp_error(self, stamp_ns: int, status: FrameStatus | None) -> str:
         latest = (
