@@ -162,6 +162,9 @@ def test_cups_absent_objects_small_masks_official_correction_default(edgetam_pyt
           f"{(ref.scores[valid] < 0).sum()} absent of {valid.sum()}")
 
 
+@pytest.mark.skipif(os.environ.get("SAM2_ROS_SLOW_TESTS") != "1",
+                    reason="EdgeTAM at 1024 px (an export of its own, ~2 min on 2 cores) runs with SAM2_ROS_SLOW_TESTS=1; "
+                           "CI checks parity at 512 to stay within its time budget")
 def test_blocks_at_1024(edgetam_python, edgetam_checkpoint, artifacts, shared_data):
     """The model's own size (1024 px: 64x64 queries, 4x4 Perceiver windows), 2 objects, one added mid-stream."""
     out = artifacts / "edgetam_1024"
