@@ -72,11 +72,17 @@ def _in_model_env(args) -> int | None:
     return run_python(python, ["-m", "sam2_ros.cli", *args.argv]).returncode
 
 
-def cmd_checkpoint(args) -> int:
+def _rerun_in_model_env(args) -> int | None:
+    """The exit status of this command re-run in the model's own environment (or of the error
+    saying that environment is missing); None when it runs here."""
     try:
-        rc = _in_model_env(args)
+        return _in_model_env(args)
     except RuntimeError as e:
         return _die(str(e))
+
+
+def cmd_checkpoint(args) -> int:
+    rc = _rerun_in_model_env(args)
     if rc is not None:
         return rc
     from sam2_ros_export.checkpoint import random_checkpoint
@@ -94,10 +100,7 @@ def cmd_checkpoint(args) -> int:
 def cmd_export(args) -> int:
     if not Path(args.checkpoint).is_file():
         return _die(f"checkpoint {args.checkpoint} does not exist (`sam2-ros download --model {args.model}`)")
-    try:
-        rc = _in_model_env(args)
-    except RuntimeError as e:
-        return _die(str(e))
+    rc = _rerun_in_model_env(args)
     if rc is not None:
         return rc
     from sam2_ros_export.onnx_export import export_model
