@@ -134,11 +134,7 @@ def edgetam_checkpoint(artifacts, edgetam_python) -> Path:
 
 @pytest.fixture(scope="session")
 def edgetam_export(artifacts, edgetam_checkpoint) -> Path:
-    out = artifacts / f"edgetam_{EDGETAM_SIZE}"
-    if not (out / "manifest.json").is_file():
-        run_cli("export", "--model", "edgetam", "--checkpoint", str(edgetam_checkpoint),
-                "--image-size", str(EDGETAM_SIZE), "--out", str(out))
-    return out
+    return _edgetam_export(edgetam_checkpoint, artifacts / f"edgetam_{EDGETAM_SIZE}")
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +145,12 @@ def edgetam_hard_checkpoint(artifacts, edgetam_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def edgetam_hard_export(artifacts, edgetam_hard_checkpoint) -> Path:
-    out = artifacts / f"edgetam_hard_{EDGETAM_SIZE}"
+    return _edgetam_export(edgetam_hard_checkpoint, artifacts / f"edgetam_hard_{EDGETAM_SIZE}")
+
+
+def _edgetam_export(checkpoint: Path, out: Path) -> Path:
+    """An EdgeTAM export at EDGETAM_SIZE through the CLI (it re-runs under .venv-edgetam), made once."""
     if not (out / "manifest.json").is_file():
-        run_cli("export", "--model", "edgetam", "--checkpoint", str(edgetam_hard_checkpoint),
+        run_cli("export", "--model", "edgetam", "--checkpoint", str(checkpoint),
                 "--image-size", str(EDGETAM_SIZE), "--out", str(out))
     return out
