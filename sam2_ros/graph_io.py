@@ -6,6 +6,9 @@ and the manifest check. Torch-free.
 
 Dynamic axes (everything else is fixed by the model and the image size):
 
+* ``frames``: the frames encoded in one call (the image encoder's batch: one frame of each of
+  several streams, :class:`sam2_ros.multi_tracker.MultiTracker`); exports from before it have a
+  fixed batch of 1 and are run one frame at a time;
 * ``objects``: the objects handled in one call (batch);
 * ``points``: prompt points of each object (box corners count as two points);
 * ``mem_slots`` / ``ptr_slots``: memory-bank slots handed to memory attention.
@@ -38,11 +41,13 @@ class GraphIO:
 
 
 _OBJ = {0: "objects"}
+_FRAMES = {0: "frames"}
 
 IMAGE_ENCODER = GraphIO(
     "image_encoder",
     inputs=("image",),
     outputs=("feat_s0", "feat_s1", "image_embed"),
+    dynamic_axes={"image": _FRAMES, "feat_s0": _FRAMES, "feat_s1": _FRAMES, "image_embed": _FRAMES},
 )
 MEMORY_ATTENTION = GraphIO(
     "memory_attention",

@@ -96,6 +96,21 @@ class Manifest:
     def graph_path(self, name: str, suffix: str = ".onnx") -> Path:
         return self.path.parent / (name + suffix)
 
+    @property
+    def image_batch(self) -> int | None:
+        """The frames the image encoder takes in one call: None (any number: the ``frames`` axis of
+        exports since issue 19), or its fixed batch (1: an older export, run one frame at a time)."""
+        return image_batch(self.data)
+
+
+def image_batch(data: dict) -> int | None:
+    """:attr:`Manifest.image_batch` of a manifest's content: the first dimension of the image
+    encoder's ``image`` input as the export recorded it (a name: dynamic; a number: fixed)."""
+    shape = data.get("graphs", {}).get("image_encoder", {}).get("inputs", {}).get("image", {}).get("shape")
+    if not shape:
+        return 1  # not recorded: one frame at a time is always valid
+    return None if not isinstance(shape[0], int) else int(shape[0])
+
 
 #: Settings an older export may lack (ModelSpec has the value they had then).
 _OPTIONAL_FLAGS = {"mem_tokens", "mem_rope_grid", "memory_attention_layers", "add_tpos_enc_to_obj_ptrs",

@@ -3,8 +3,12 @@
 Each stream has its own :class:`~sam2_ros.tracker.Tracker` (its own memory bank, history,
 objects, ids and frame count) over the shared, already loaded backend, so a robot with four
 cameras holds one copy of the weights and workspaces. :meth:`MultiTracker.step` processes one
-frame of each named stream; a bad frame of one stream is that stream's error only, the others
-proceed. ROS-free, torch-free.
+frame of each named stream: every frame is checked first (a bad frame of one stream is that
+stream's error only, the others proceed), the frames are encoded by the image encoder in one
+batched call (``Backend.encode_images``; in chunks of ``backend.limits.frames``: one frame per
+call for an export without a batch axis), then each stream's tracking step (memory attention,
+decoder, memory encoder over its objects) runs on its slice of the features. The results equal
+those of independent single-stream trackers. ROS-free, torch-free.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ class MultiTracker:
     Args:
         backend: an opened backend, shared by every stream (closed by :meth:`close`).
         streams: the stream names (e.g. camera names), unique, non-empty strings.
+        batch_frames: encode the waiting frames of several streams in one image-encoder call
+            (True, default; up to ``backend.limits.frames`` per call), or one call per stream.
         **tracker_kwargs: :class:`~sam2_ros.tracker.Tracker` arguments, the same for every
             stream (``max_objects`` is per stream).
     """
 
-    def __init__(self, backend: Backend, streams: Sequence[str], **tracker_kwargs):
+    def __init__(self, backend: Backend, streams: Sequence[str], batch_frames: bool = True, **tracker_kwargs):
         names = list(streams)
         if not names:
             raise TrackerInputError("MultiTracker needs at least one stream name")
@@ -38,11 +44,18 @@ class MultiTracker:
         if len(set(names)) != len(names):
             raise TrackerInputError(f"stream names must be unique, got {names!r}")
         self.backend = backend
+        self.batch_frames = bool(batch_frames)
         self.trackers: dict[str, Tracker] = {s: Tracker(backend, **tracker_kwargs) for s in names}
 
     @property
     def streams(self) -> list[str]:
         return list(self.trackers)
+
+    @property
+    def frames_per_call(self) -> int | None:
+        """Frames per image-encoder call: None (all waiting frames), or the backend's limit
+        (1 for an export without a batch axis, or with ``batch_frames=False``)."""
+        return self.backend.limits.frames if self.batch_frames else 1
 
     def tracker(self, stream: str) -> Tracker:
         """The stream's tracker (prompts, removals, resets go there); TrackerInputError if unknown."""
@@ -53,16 +66,24 @@ class MultiTracker:
 
     def step(self, frames: Mapping[str, np.ndarray]) -> dict[str, FrameResult | TrackerInputError]:
         """Process one frame of each named stream -> each stream's result, or its input error
-        (that stream's state untouched; the other streams proceed)."""
+        (that stream's state untouched; the other streams proceed). The frames' image encoder
+        runs batched; an unknown stream name is a :class:`TrackerInputError` for the whole call."""
         for s in frames:
             self.tracker(s)
         out: dict[str, FrameResult | TrackerInputError] = {}
+        ready: list[tuple[str, np.ndarray, object]] = []  # (stream, frame, model input)
         for s, frame in frames.items():
             try:
-                out[s] = self.trackers[s].step(frame)
+                ready.append((s, frame, self.trackers[s]._begin_frame(frame)))
             except TrackerInputError as e:
                 out[s] = e
-        return out
+        per_call = self.frames_per_call or len(ready)
+        for i in range(0, len(ready), per_call):
+            chunk = ready[i : i + per_call]
+            feats = self.backend.encode_images([image for _, _, image in chunk])
+            for (s, frame, _), f in zip(chunk, feats):
+                out[s] = self.trackers[s]._step_encoded(frame, f, shared_features=True)
+        return {s: out[s] for s in frames}
 
     def close(self) -> None:
         """Release the shared backend; every stream's tracker is unusable afterwards."""

@@ -334,10 +334,25 @@ class Tracker:
     # -------------------------------------------------------------- per frame
     def step(self, frame: np.ndarray) -> FrameResult:
         """Process the next frame (RGB uint8 [H, W, 3]) and return every object's mask on it."""
+        image = self._begin_frame(frame)
+        return self._step_encoded(frame, self.backend.encode_image(image))
+
+    def _begin_frame(self, frame: np.ndarray):
+        """The first half of :meth:`step`, before the image encoder: check ``frame`` (raises with
+        the state untouched), commit the current frame's memories (they read its features, which
+        the encoder may overwrite) and return the model input of ``frame``."""
         self._check_frame(frame)
         self._commit_current_frame()
-        image = self.imaging.frame_tensor(frame, self.spec.image_size)
-        self._feats = self.backend.encode_image(image)
+        return self.imaging.frame_tensor(frame, self.spec.image_size)
+
+    def _step_encoded(self, frame: np.ndarray, feats: ImageFeatures, shared_features: bool = False) -> FrameResult:
+        """The rest of :meth:`step` on the frame's image features ``feats`` (after :meth:`_begin_frame`).
+
+        ``shared_features``: ``feats`` live in buffers the backend rewrites when it encodes another
+        stream's frame (a backend shared by several trackers): once this frame is tracked, the
+        tracker reads its own copy in the history instead (prompts, the next frame's commit).
+        """
+        self._feats = feats
         self._frame_hw = frame.shape[:2]
         self.frame_index += 1
         self.bank.history.keep_features(self.frame_index, [getattr(self._feats, f.name) for f in fields(ImageFeatures)])
@@ -348,6 +363,8 @@ class Tracker:
             out, mem = self.backend.track_step(self._feats, inp, self.spec.use_multimask(False, 0))
             self.bank.set_tracked(n, out.low_res_masks, out.object_score_logits, out.iou, out.obj_ptr, mem)
             self.bank.finish_outputs(slice(0, n), self.fill_hole_area)  # after the memory, as SAM 2 does
+        if shared_features:
+            self._feats = self._features(self.frame_index)
         return self.current_result()
 
     def _commit_current_frame(self) -> None:

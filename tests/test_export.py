@@ -33,14 +33,18 @@ def test_manifest_records_model_graphs_and_versions(exported):
     assert m["exporter"]["opset"] == 17 and m["exporter"]["torch"].startswith("2.")
     dec = m["graphs"]["mask_decoder"]["inputs"]
     assert dec["point_coords"]["shape"][:2] == ["objects", "points"]
+    # the image encoder takes a batch of frames (one per stream): a dynamic first axis
+    assert m["graphs"]["image_encoder"]["inputs"]["image"]["shape"] == ["frames", 3, 256, 256]
+    assert m["image_batch"] == "dynamic" and load_manifest(out).image_batch is None
 
 
-@pytest.mark.parametrize("n_obj,n_points,mem_slots", [(1, 1, 7), (3, 4, 8)])
-def test_each_graph_matches_torch_on_other_shapes(exported, n_obj, n_points, mem_slots):
+@pytest.mark.parametrize("n_obj,n_points,mem_slots,frames", [(1, 1, 7, 1), (3, 4, 8, 3)])
+def test_each_graph_matches_torch_on_other_shapes(exported, n_obj, n_points, mem_slots, frames):
     name, ckpt, out = exported
     sam = build_video_predictor(name, ckpt, image_size=256)
     flags = json.loads((out / "manifest.json").read_text())["flags"]
-    ex = _example_inputs(flags, n_obj=n_obj, mem_slots=mem_slots, ptr_slots=mem_slots + 9, n_points=n_points)
+    ex = _example_inputs(flags, n_obj=n_obj, mem_slots=mem_slots, ptr_slots=mem_slots + 9, n_points=n_points,
+                         frames=frames)
     for spec in graph_specs(sam, flags):
         inputs = {k: ex[k] for k in spec.inputs}
         assert verify_graph(out / f"{spec.name}.onnx", spec, 1e-4, inputs) < 1e-4

@@ -206,7 +206,15 @@ def test_overflow_audit_finds_values_beyond_fp16(tmp_path, export_dir, manifest)
 
 # ------------------------------------------------------------------ profiles
 def test_profile_shapes_from_the_manifest(manifest):
-    assert profile_shapes(manifest, "image_encoder") == {}
+    size = manifest["image_size"]
+    assert profile_shapes(manifest, "image_encoder") == {"image": ((1, 3, size, size),) * 3}
+    assert profile_shapes(manifest, "image_encoder", max_streams=4)["image"] == (
+        (1, 3, size, size), (1, 3, size, size), (4, 3, size, size))
+    old = copy.deepcopy(manifest)  # an export from before the frames axis: a fixed batch, no profile
+    old["graphs"]["image_encoder"]["inputs"]["image"]["shape"] = [1, 3, size, size]
+    assert profile_shapes(old, "image_encoder", max_streams=4) == {}
+    with pytest.raises(ValueError):
+        profile_shapes(manifest, "image_encoder", max_streams=0)
     ma = profile_shapes(manifest, "memory_attention", max_objects=8, cond_slots=2, opt_objects=2)
     hw = manifest["flags"]["feat_size"] ** 2
     assert ma["mem_feats"] == ((1, 6, hw, 64), (2, 8, hw, 64), (8, 8, hw, 64))
@@ -221,8 +229,8 @@ def test_profile_shapes_from_the_manifest(manifest):
     with pytest.raises(ValueError):
         profile_shapes(manifest, "mask_decoder", max_points=0)
     odd = copy.deepcopy(manifest)
-    odd["graphs"]["memory_encoder"]["inputs"]["binarize"]["shape"] = ["frames"]
-    with pytest.raises(ValueError, match="frames"):
+    odd["graphs"]["memory_encoder"]["inputs"]["binarize"]["shape"] = ["cameras"]
+    with pytest.raises(ValueError, match="cameras"):
         profile_shapes(odd, "memory_encoder")
 
 

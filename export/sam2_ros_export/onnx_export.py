@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from sam2_ros.graph_io import EXPORTED_GRAPHS
-from sam2_ros.manifest import MANIFEST_NAME, MANIFEST_VERSION, file_sha256
+from sam2_ros.manifest import MANIFEST_NAME, MANIFEST_VERSION, file_sha256, image_batch
 from sam2_ros.backends.torch_backend.graphs import graph_modules, model_constants, model_flags
 from sam2_ros.backends.torch_backend.official import build_video_predictor
 from sam2_ros_export.checkpoint import is_random_checkpoint
@@ -35,7 +35,12 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
-def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: int = 7, n_points: int = 3):
+#: Frames of the image encoder's example input: not 1, so that the trace cannot bake a batch of 1 in.
+EXAMPLE_FRAMES = 2
+
+
+def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: int = 7, n_points: int = 3,
+                    frames: int = EXAMPLE_FRAMES):
     """Realistic example tensors (also used for verification)."""
     g = torch.Generator().manual_seed(0)
     s, h = flags["image_size"], flags["feat_size"]
@@ -46,7 +51,7 @@ def _example_inputs(flags: dict, n_obj: int = 2, mem_slots: int = 4, ptr_slots: 
     ptr_valid = torch.ones(n_obj, ptr_slots, dtype=torch.bool)
     ptr_valid[0, 5:] = False
     return {
-        "image": torch.randn(1, 3, s, s, generator=g),
+        "image": torch.randn(frames, 3, s, s, generator=g),
         "image_embed": torch.randn(1, c, h, h, generator=g),
         "feat_s0": torch.randn(1, c // 8, 4 * h, 4 * h, generator=g),
         "feat_s1": torch.randn(1, c // 4, 2 * h, 2 * h, generator=g),
@@ -77,6 +82,14 @@ def graph_specs(sam: torch.nn.Module, flags: dict) -> list[GraphSpec]:
         GraphSpec(g.name, modules[g.name], {n: ex[n] for n in g.inputs}, list(g.outputs), g.dynamic_axes)
         for g in EXPORTED_GRAPHS.values()
     ]
+
+
+def _other_batches(spec: GraphSpec, flags: dict) -> list[dict]:
+    """Inputs of ``spec`` at other sizes of its ``frames`` axis (1 and 3) than the example's, to
+    verify that the trace kept the batch dynamic (Hiera's windowing reshapes could bake it in)."""
+    if "frames" not in {a for axes in spec.dynamic_axes.values() for a in axes.values()}:
+        return []
+    return [{n: _example_inputs(flags, frames=f)[n] for n in spec.inputs} for f in (1, 3)]
 
 
 def _io_description(session) -> dict:
@@ -145,6 +158,9 @@ def export_model(
         entry: dict = {"file": path.name, "sha256": file_sha256(path), "export_s": round(time.perf_counter() - t0, 2)}
         if verify:
             entry["max_abs_diff_vs_torch"] = verify_graph(path, spec, tolerance)
+            for inputs in _other_batches(spec, flags):  # the image encoder at 1 frame and at 3
+                entry["max_abs_diff_vs_torch"] = max(entry["max_abs_diff_vs_torch"],
+                                                     verify_graph(path, spec, tolerance, inputs))
             log.info("%s: max abs diff vs PyTorch %.3g", spec.name, entry["max_abs_diff_vs_torch"])
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         entry.update(_io_description(sess))
@@ -160,6 +176,7 @@ def export_model(
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
         "random_weights": checkpoint is None or is_random_checkpoint(checkpoint),
         "flags": flags,
+        "image_batch": "dynamic",  # frames per image-encoder call (Manifest.image_batch)
         "graphs": graphs,
         "constants": "constants.npz",
         "exporter": {
@@ -176,7 +193,8 @@ def export_model(
 
 def cached_random_export(model_name: str, image_size: int, work: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """A random-weights checkpoint of ``model_name`` and its export, kept in ``work`` and made again
-    only when missing or incomplete (an export from before a graph was added). For benchmarks.
+    only when missing or outdated (an export from before a graph was added, or before the image
+    encoder's ``frames`` axis). For benchmarks.
     Returns (checkpoint, export directory)."""
     from sam2_ros_export.checkpoint import random_checkpoint
 
@@ -186,6 +204,8 @@ def cached_random_export(model_name: str, image_size: int, work: str | Path, see
         random_checkpoint(model_name, seed, ckpt)
     engines = work / f"{model_name}_{image_size}"
     manifest = engines / MANIFEST_NAME
-    if not manifest.is_file() or set(EXPORTED_GRAPHS) - set(json.loads(manifest.read_text()).get("graphs", {})):
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    # made again when a graph is missing, or the image encoder predates the frames axis
+    if not data or set(EXPORTED_GRAPHS) - set(data.get("graphs", {})) or image_batch(data) is not None:
         export_model(model_name, ckpt, engines, image_size=image_size)
     return ckpt, engines

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -68,6 +69,8 @@ class ShapeLimits:
 
     objects: int | None = None
     points: int | None = None
+    #: frames the image encoder takes in one call (1: an export without a batch axis)
+    frames: int | None = None
     mem_slots: int | None = None
     ptr_slots: int | None = None
 
@@ -100,7 +103,12 @@ class Backend(Protocol):
         """The largest shapes the backend accepts."""
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
-        """image [1,3,S,S] normalised -> features of the frame."""
+        """image [B,3,S,S] normalised -> features of the B frames (B <= ``limits.frames``)."""
+
+    def encode_images(self, images: Sequence[Tensor]) -> list[ImageFeatures]:
+        """Several frames (each ``imaging.frame_tensor``'s [1,3,S,S]) in one encoder call
+        (``len(images) <= limits.frames``) -> each frame's features [1, ...], in order. They stay
+        valid as long as ``encode_image``'s (a GPU backend may reuse its buffers at its next call)."""
 
     def attend_memory(
         self,
@@ -156,6 +164,23 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free what the backend holds (sessions, engines, device memory). Safe to call twice."""
+
+
+def split_features(feats: ImageFeatures, count: int) -> list[ImageFeatures]:
+    """The per-frame features ``[1, ...]`` (views) of ``count`` frames encoded in one call."""
+    if count == 1:
+        return [feats]
+    fields = (feats.feat_s0, feats.feat_s1, feats.image_embed)
+    return [ImageFeatures(*(t[i : i + 1] for t in fields)) for i in range(count)]
+
+
+def check_frame_batch(count: int, limits: ShapeLimits) -> None:
+    """Refuse an encoder batch above the backend's ``limits.frames`` (:class:`EngineError`)."""
+    over = limits.exceeded(frames=count)
+    if count < 1 or over:
+        raise EngineError(f"the image encoder takes 1 to {limits.frames or 'any number of'} frames per call, "
+                          f"got {count}" + (" (an export without a batch axis: re-export for batches)"
+                                            if limits.frames == 1 else ""))
 
 
 def decoder_feeds(feats: ImageFeatures, *inputs) -> dict:
@@ -250,11 +275,25 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
             out.append((g, path))
         return out
 
+    @property
+    def limits(self) -> ShapeLimits:
+        """No limit but the image encoder's batch (1 for an export without a ``frames`` axis)."""
+        return ShapeLimits(frames=self.manifest.image_batch)
+
     def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
         """Nothing to warm up: sessions are ready once opened (see :meth:`Backend.warm_up`)."""
 
     def encode_image(self, image: np.ndarray) -> ImageFeatures:
+        check_frame_batch(len(image), self.limits)
         return ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(image), keep_on_device=IMAGE_ENCODER.outputs))
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[ImageFeatures]:
+        if len(images) == 1:
+            return [self.encode_image(images[0])]
+        check_frame_batch(len(images), self.limits)
+        # host outputs: a GPU runtime's device value (OrtValue) cannot be cut into frames
+        feats = ImageFeatures(*self._run("image_encoder", IMAGE_ENCODER.feeds(np.concatenate(images))))
+        return split_features(feats, len(images))
 
     def frame_embedding(self, feats: ImageFeatures):
         return feats.image_embed

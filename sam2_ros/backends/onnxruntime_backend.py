@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
+from sam2_ros.backends.base import OnnxGraphCalls
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import EXPORTED_GRAPHS, MEMORY_ATTENTION_DENSE
 from sam2_ros.manifest import Manifest
@@ -42,7 +42,6 @@ class OnnxRuntimeBackend(OnnxGraphCalls):
     """
 
     name = "onnxruntime"
-    limits: ShapeLimits = UNLIMITED
     storage = HOST
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None, intra_op_threads: int = 0,

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from sam2_ros.backends.base import UNLIMITED, OnnxGraphCalls, ShapeLimits
+from sam2_ros.backends.base import OnnxGraphCalls
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import EXPORTED_GRAPHS, MEMORY_ATTENTION_DENSE
 from sam2_ros.manifest import Manifest
@@ -36,7 +36,6 @@ class OpenVinoBackend(OnnxGraphCalls):
     """
 
     name = "openvino"
-    limits: ShapeLimits = UNLIMITED
     storage = HOST
 
     def __init__(self, manifest: Manifest, precision: str = "fp32", threads: int = 0):

@@ -89,7 +89,9 @@ from typing import Any
 
 import numpy as np
 
-from sam2_ros.backends.base import DecoderOutput, ImageFeatures, ShapeLimits, decoder_feeds
+from sam2_ros.backends.base import (
+    DecoderOutput, ImageFeatures, ShapeLimits, check_frame_batch, decoder_feeds, split_features,
+)
 from sam2_ros.backends.tensorrt.bookkeeping import ContextChoice, GraphBook, PinnedOwners, ShapeContexts
 from sam2_ros.errors import EngineError
 from sam2_ros.imaging import HOST_IMAGING
@@ -642,6 +644,7 @@ class TensorRTBackend:
             mem_slots=ma.max_shape["mem_feats"][1],
             ptr_slots=ma.max_shape["obj_ptrs"][1],
             points=dec.max_shape["point_coords"][1],
+            frames=self.engines["image_encoder"].max_shape["image"][0],  # sam2-ros build --max-streams
         )
 
     @property
@@ -933,6 +936,20 @@ class TensorRTBackend:
         them device-to-device through :attr:`DeviceArray.tensor`)."""
         self._run([("image_encoder", IMAGE_ENCODER.feeds(image))], outputs=[])
         return ImageFeatures(*(self._device_array(n) for n in IMAGE_ENCODER.outputs))
+
+    def encode_images(self, images) -> list[ImageFeatures]:
+        """Several frames in one call of an engine built with ``--max-streams`` > 1: each frame's
+        features as fresh tensors (torch device memory) or host arrays, not :class:`DeviceArray`
+        values (the encoder's buffers hold the whole batch and are rewritten by the next frame)."""
+        if len(images) == 1:
+            return [self.encode_image(images[0])]
+        check_frame_batch(len(images), self.limits)
+        if self._torch is not None and any(self._torch.is_tensor(i) for i in images):
+            batch = self._torch.concat([self.storage.asarray(i) for i in images])
+        else:
+            batch = np.concatenate([np.asarray(i) for i in images])
+        out = self._run([("image_encoder", IMAGE_ENCODER.feeds(batch))], outputs=list(IMAGE_ENCODER.outputs))
+        return split_features(ImageFeatures(*(out[n] for n in IMAGE_ENCODER.outputs)), len(images))
 
     def frame_embedding(self, feats: ImageFeatures):
         """``feats.image_embed`` as it is (a :class:`DeviceArray` of the current frame, or a

@@ -38,7 +38,8 @@ limit depends on that GPU's memory (:func:`default_workspace_gb`: 1 GiB on 8 GB 
 memory is shared with the CPU). A timing cache that TensorRT refuses (another TensorRT or GPU)
 is reported and replaced by a fresh one.
 
-Optimisation profiles (one per engine): objects 1..``max_objects``, points 1..``max_points``,
+Optimisation profiles (one per engine): frames 1..``max_streams`` (the image encoder's batch, one
+frame per stream; an export without the axis stays at 1), objects 1..``max_objects``, points 1..``max_points``,
 memory slots ``recent``..``recent + cond_slots`` and pointer slots ``ptr_recent``..
 ``ptr_recent + cond_slots`` (``recent = num_maskmem - 1``, ``ptr_recent = max_obj_ptrs - 1``).
 The engine directory gets the engines, the inspector's layer dump of each engine, and a
@@ -431,10 +432,11 @@ class BuildLimits:
     max_points: int = 8
     cond_slots: int = 2
     opt_objects: int = 1  # the object count the kernels are tuned for
+    max_streams: int = 1  # frames per image-encoder call: one per stream (tuned for 1)
 
     def __post_init__(self):
-        if self.max_objects < 1 or self.max_points < 1 or self.cond_slots < 1:
-            raise ValueError("max_objects, max_points and cond_slots must be >= 1")
+        if self.max_objects < 1 or self.max_points < 1 or self.cond_slots < 1 or self.max_streams < 1:
+            raise ValueError("max_objects, max_points, cond_slots and max_streams must be >= 1")
         if not 1 <= self.opt_objects <= self.max_objects:
             raise ValueError(f"opt_objects must be in 1..max_objects={self.max_objects}, got {self.opt_objects}")
 
@@ -456,6 +458,7 @@ def profile_shapes(
     dims = {
         "objects": (1, lim.opt_objects, lim.max_objects),
         "points": (1, 1, lim.max_points),
+        "frames": (1, 1, lim.max_streams),
         "mem_slots": (recent, recent + lim.cond_slots, recent + lim.cond_slots),
         "ptr_slots": (ptr_recent, ptr_recent + lim.cond_slots, ptr_recent + lim.cond_slots),
     }
@@ -837,6 +840,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-points", type=int, default=d.max_points, help="most prompt points (a box is 2)")
     ap.add_argument("--cond-slots", type=int, default=d.cond_slots, help="prompted frames kept per object")
     ap.add_argument("--opt-objects", type=int, default=d.opt_objects, help="object count the kernels are tuned for")
+    ap.add_argument("--max-streams", type=int, default=d.max_streams,
+                    help="most frames per image-encoder call: the streams (cameras) of one MultiTracker / node")
     ap.add_argument("--workspace-gb", type=float, default=None,
                     help="TensorRT workspace limit (default: 1 on 8 GB GPUs such as Jetson Orin, 2 up to 16 GB, else 4)")
     ap.add_argument("--timing-cache", default=None)
@@ -849,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     reasons = DEFAULT_FP32_REASONS - ({"softmax"} if a.fp16_softmax else set())
     m = build_engines(
         a.onnx, a.out, fp16=a.fp16,
-        limits=BuildLimits(a.max_objects, a.max_points, a.cond_slots, a.opt_objects), workspace_gb=a.workspace_gb, timing_cache=a.timing_cache,
+        limits=BuildLimits(a.max_objects, a.max_points, a.cond_slots, a.opt_objects, a.max_streams), workspace_gb=a.workspace_gb, timing_cache=a.timing_cache,
         precision_mode=a.precision_mode, fp32_reasons=frozenset(reasons), optimization_level=a.optimization_level,
         device=a.device,
     )

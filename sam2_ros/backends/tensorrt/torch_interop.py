@@ -45,6 +45,11 @@ def imaging_for(device: int):
     return TorchImaging(torch.device("cuda", device))
 
 
+def concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The frames of several streams as one batch (the image encoder's input)."""
+    return torch.cat(tensors)
+
+
 def is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 

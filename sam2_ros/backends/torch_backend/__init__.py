@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_ros.backends.base import UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits
+from sam2_ros.backends.base import (
+    UNLIMITED, ComposedTrackStep, DecoderOutput, ImageFeatures, PackedAttention, ShapeLimits, split_features,
+)
 from sam2_ros.errors import EngineError
 from sam2_ros.imaging import HOST_IMAGING
 from sam2_ros.manifest import Manifest
@@ -176,11 +178,23 @@ class TorchBackend(PackedAttention, ComposedTrackStep):
         return device_scope(self.device)
 
     def encode_image(self, image) -> ImageFeatures:
-        """Features of a normalised [1, 3, S, S] frame (host array or device tensor); replayed from
-        a CUDA graph per frame size when ``cuda_graph`` is on (fresh output tensors either way)."""
+        """Features of normalised frames [B, 3, S, S] (host array or device tensor); replayed from
+        a CUDA graph per input shape when ``cuda_graph`` is on (fresh output tensors either way)."""
         if self.encoder_graphs is not None:
             return self.encoder_graphs.encode(image)
         return ImageFeatures(*self._call(self.image_encoder, image))
+
+    def encode_images(self, images) -> list[ImageFeatures]:
+        """Several frames ([1, 3, S, S] each, host arrays or device tensors) in one encoder call
+        (a CUDA graph per batch size when ``cuda_graph`` is on) -> each frame's features."""
+        if len(images) == 1:
+            return [self.encode_image(images[0])]
+        if all(isinstance(i, np.ndarray) for i in images):
+            batch = np.concatenate(images)  # one upload
+        else:
+            with self.inference():
+                batch = self.torch.cat([self.storage.asarray(i) for i in images])
+        return split_features(self.encode_image(batch), len(images))
 
     def frame_embedding(self, feats: ImageFeatures):
         return feats.image_embed

@@ -590,7 +590,7 @@ class EncoderGraphs(GraphCache):
 
     what = "image encoder"
 
-    def __init__(self, backend, capturer: Capturer, max_graphs: int = 4):
+    def __init__(self, backend, capturer: Capturer, max_graphs: int = 8):
         super().__init__(capturer, max_graphs)
         self.backend = backend
         self.statics = StaticBuffers(backend.device)
