@@ -153,25 +153,32 @@ def cmd_track(args) -> int:
         return _die("--topic, --overlay-topic, --depth-topic, --camera-info-topic and --detections-topic go with --bag")
     if args.bag is not None and not args.topic:
         return _die("--bag needs --topic: the image topic to track (sensor_msgs/msg/Image or CompressedImage)")
+    videos = args.video or []
+    if len(args.prompts) != max(len(videos), 1):
+        return _die(f"give one --prompts per --video, in the same order ({len(videos)} videos, "
+                    f"{len(args.prompts)} prompts files)" if videos else "--bag takes one --prompts")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if len(videos) > 1:
+        return _track_videos(args, out)
     writer = None
     try:
-        prompts = load_prompts(args.prompts)
+        prompts = load_prompts(args.prompts[0])
         if args.bag is not None:
             run, inputs, tracker = _track_bag(args, prompts, out)
         else:
-            require_frames(prompts, f"video {args.video}")
-            inputs = {"video": str(args.video)}
+            video = videos[0]
+            require_frames(prompts, f"video {video}")
+            inputs = {"video": str(video)}
             tracker = _open_tracker(args)
 
             def on_frame(i, frame, res):
                 nonlocal writer
                 if writer is None:
-                    writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
+                    writer = OverlayWriter(out / "overlay.mp4", video_fps(video), frame.shape[:2])
                 writer.write(frame, res.masks, res.object_ids)
 
-            frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
+            frames = tqdm(iter_frames(video, args.max_frames), desc="track", unit="frame")
             # masks go to disk frame by frame: memory stays flat however long the clip
             with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
                 run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
@@ -180,7 +187,15 @@ def cmd_track(args) -> int:
     finally:
         if writer is not None:
             writer.close()
-    stats = {
+    stats = _track_stats(args, run, tracker, inputs)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats))
+    return 0
+
+
+def _track_stats(args, run, tracker, inputs: dict) -> dict:
+    """A ``track`` run's stats.json."""
+    return {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
         "fps": round(run.fps, 3), "engines": str(args.engines), **inputs,
         "fill_hole_area": tracker.fill_hole_area, "cond_slots": args.cond_slots,
@@ -188,8 +203,80 @@ def cmd_track(args) -> int:
         "corrections_as_conditioning": tracker.corrections_as_conditioning,
         "history_frames": tracker.history_frames,
     }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    print(json.dumps(stats))
+
+
+def stream_names(videos: list[str]) -> list[str]:
+    """One stream name per video: its file stem, made unique (``a``, ``a_2``, ...)."""
+    names: list[str] = []
+    for v in videos:
+        stem = Path(v).stem or "video"
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _track_videos(args, out: Path) -> int:
+    """``track`` with several ``--video``: one stream each over one backend (a MultiTracker, the
+    image encoder batched across streams); each stream's masks.npz, overlay.mp4 and stats.json
+    in ``out/<stream>/``, a summary in ``out/stats.json``."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from sam2_ros.backends import load_backend
+    from sam2_ros.errors import Sam2RosError
+    from sam2_ros.io.masks_file import MasksWriter
+    from sam2_ros.io.prompts_file import load_prompts, require_frames
+    from sam2_ros.io.runner import run_multi_tracker
+    from sam2_ros.io.video import OverlayWriter, iter_frames, video_fps
+    from sam2_ros.multi_tracker import MultiTracker
+
+    names = stream_names(args.video)
+    videos = dict(zip(names, args.video))
+    try:
+        prompts = {s: load_prompts(p) for s, p in zip(names, args.prompts)}
+        for s in names:
+            require_frames(prompts[s], f"video {videos[s]}")
+        backend = load_backend(args.engines, args.backend, **_backend_options(args))
+        multi = MultiTracker(
+            backend, names, max_objects=args.max_objects, cond_slots=args.cond_slots, fill_hole_area=args.fill_hole_area,
+            corrections_as_conditioning=args.corrections_as_conditioning,
+            keep_first_cond_frame=args.keep_first_cond_frame, history_frames=args.history_frames,
+        )
+        if args.warm_up:
+            backend.warm_up(args.max_objects, args.cond_slots)
+        with ExitStack() as stack:
+            writers: dict[str, OverlayWriter] = {}
+
+            def on_frame(s, i, frame, res):
+                if s not in writers:
+                    writers[s] = OverlayWriter(out / s / "overlay.mp4", video_fps(videos[s]), frame.shape[:2])
+                    stack.callback(writers[s].close)
+                writers[s].write(frame, res.masks, res.object_ids)
+
+            sinks = {}
+            for s in names:
+                (out / s).mkdir(parents=True, exist_ok=True)
+                sinks[s] = stack.enter_context(MasksWriter(out / s / "masks.npz", [p.object_id for p in prompts[s]])).write
+            frames = {s: iter_frames(v, args.max_frames) for s, v in videos.items()}
+            frames[names[0]] = tqdm(frames[names[0]], desc=f"track {len(names)} streams", unit="step")
+            runs = run_multi_tracker(multi, frames, prompts, on_frame=on_frame, sinks=sinks, keep_masks=False)
+    except (Sam2RosError, ValueError, FileNotFoundError) as e:
+        return _die(str(e))
+    streams = {}
+    for s in names:
+        streams[s] = _track_stats(args, runs[s], multi.tracker(s), {"video": str(videos[s]), "stream": s})
+        (out / s / "stats.json").write_text(json.dumps(streams[s], indent=2))
+    total = sum(st["frames"] for st in streams.values())
+    steps = max(len(r.frame_seconds) for r in runs.values())
+    seconds = max(sum(r.frame_seconds) for r in runs.values())
+    summary = {"streams": streams, "frames": total, "steps": steps, "fps": round(total / max(seconds, 1e-9), 3),
+               "frames_per_encoder_call": multi.frames_per_call or len(names)}
+    (out / "stats.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    multi.close()
     return 0
 
 
@@ -405,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "kernel selection, compilation, CUDA-graph capture)")
         if bag:
             src = s.add_mutually_exclusive_group(required=True)
-            src.add_argument("--video", help="a video file")
+            src.add_argument("--video", action="append",
+                             help="a video file; several --video: one stream each, tracked together by one model "
+                                  "(outputs in OUT/<video stem>/)")
             src.add_argument("--bag", help="a rosbag2 bag (folder, or its .mcap / .db3 file); needs --topic")
             s.add_argument("--topic", default=None,
                            help="with --bag: the image topic (sensor_msgs/msg/Image or CompressedImage)")
@@ -422,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "frame each message's stamp names (the node's association, default policy)")
         else:
             s.add_argument("--video", required=True)
-        s.add_argument("--prompts", required=True)
+        if bag:
+            s.add_argument("--prompts", required=True, action="append",
+                           help="prompts file (JSON); with several --video, one per video in the same order")
+        else:
+            s.add_argument("--prompts", required=True)
         s.add_argument("--max-frames", type=int, default=None)
         s.add_argument("--max-objects", type=int, default=8)
         s.add_argument("--cond-slots", type=int, default=2,

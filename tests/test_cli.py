@@ -69,6 +69,33 @@ def test_track_writes_masks_overlay_and_stats(tiny_export_256, tmp_path):
     assert (out / "overlay.mp4").stat().st_size > 10_000
 
 
+def test_track_several_videos_writes_each_stream(tiny_export_256, tmp_path, shared_data):
+    """Three videos (one twice: the stream names are deduplicated), one prompts file each, one model:
+    each stream's outputs in OUT/<stream>/, equal to tracking that video alone."""
+    cups = tmp_path / "cups.json"
+    cups.write_text(json.dumps([{"frame": 1, "object_id": 5, "points": [[640, 360]], "labels": [1]}]))
+    bedroom, video = SAMPLES / "bedroom_prompts.json", SAMPLES / "bedroom_short.mp4"
+    out = tmp_path / "multi"
+    sam2_ros("track", "--engines", tiny_export_256, "--video", video, "--video", video, "--video",
+             shared_data / "videos" / "02_cups.mp4", "--prompts", bedroom, "--prompts", bedroom, "--prompts", cups,
+             "--out", out, "--max-frames", 4)
+    streams = {"bedroom_short": (video, bedroom), "bedroom_short_2": (video, bedroom),
+               "02_cups": (shared_data / "videos" / "02_cups.mp4", cups)}
+    summary = json.loads((out / "stats.json").read_text())
+    assert set(summary["streams"]) == set(streams) and summary["frames"] == 12 and summary["frames_per_encoder_call"] == 3
+    backend = load_backend(tiny_export_256)
+    for s, (v, p) in streams.items():
+        assert sorted(f.name for f in (out / s).iterdir()) == ["masks.npz", "overlay.mp4", "stats.json"]
+        assert json.loads((out / s / "stats.json").read_text())["video"] == str(v)
+        alone = run_tracker(Tracker(backend, max_objects=8, cond_slots=2), read_frames(v, 4), load_prompts(p))
+        with np.load(out / s / "masks.npz") as z:
+            np.testing.assert_array_equal(z["masks"], alone.masks)
+            np.testing.assert_array_equal(z["scores"], alone.scores)
+    proc = sam2_ros("track", "--engines", tiny_export_256, "--video", video, "--video", video, "--prompts", bedroom,
+                    "--out", out, check=False)
+    assert proc.returncode == 2 and "give one --prompts per --video" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
