@@ -238,7 +238,7 @@ def test_profile_shapes_from_the_manifest(manifest):
 INFO = {"tensorrt_version": "10.13.3.9", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
-def fake_engine_dir(tmp_path, export_dir, manifest):
+def fake_engine_dir(tmp_path, export_dir, manifest, max_streams=1):
     """An engine directory whose 'engines' are plain files with real hashes (no GPU needed)."""
     out = tmp_path / "engines"
     out.mkdir()
@@ -247,8 +247,8 @@ def fake_engine_dir(tmp_path, export_dir, manifest):
         p = out / f"{g}.engine"
         p.write_bytes(g.encode() * 100)
         engines[g] = {"file": p.name, "sha256": file_sha256(p)}
-    profiles = {g: profile_shapes(manifest, g) for g in GRAPH_NAMES}
-    limits = {"max_objects": 8, "max_points": 8, "cond_slots": 2, "opt_objects": 1}
+    profiles = {g: profile_shapes(manifest, g, max_streams=max_streams) for g in GRAPH_NAMES}
+    limits = {"max_objects": 8, "max_points": 8, "cond_slots": 2, "opt_objects": 1, "max_streams": max_streams}
     entry = engine_manifest_entry(INFO, "fp16", "strong", limits, profiles, engines)
     write_engine_manifest(export_dir, out, entry)
     return out, entry
@@ -640,7 +640,7 @@ def _fake_tensorrt(manifest, entry, cudart):
         def get_tensor_shape(self, name):
             io = self.eng.io[name]["shape"]
             n = next((s[0] for s in self.shapes.values()), 1)
-            return tuple(n if d == "objects" else (d if isinstance(d, int) else 4) for d in io)
+            return tuple(n if d in ("objects", "frames") else (d if isinstance(d, int) else 4) for d in io)
 
         def execute_async_v3(self, stream):
             cudart._rec("execute_async_v3", self.eng.graph)
@@ -701,10 +701,14 @@ def _fake_tensorrt(manifest, entry, cudart):
 
 @pytest.fixture
 def fake_cuda(monkeypatch, tmp_path, export_dir, manifest):
+    return _fake_cuda(monkeypatch, tmp_path, export_dir, manifest)
+
+
+def _fake_cuda(monkeypatch, tmp_path, export_dir, manifest, max_streams=1):
     import sam2_ros.backends.tensorrt.backend as backend_mod
     import sam2_ros.backends.tensorrt.build as build_mod
 
-    out, entry = fake_engine_dir(tmp_path, export_dir, manifest)
+    out, entry = fake_engine_dir(tmp_path, export_dir, manifest, max_streams)
     cudart = _RecordingCudart()
     trt = _fake_tensorrt(manifest, entry, cudart)
     monkeypatch.setattr(backend_mod, "_import_cudart", lambda: cudart)
@@ -733,7 +737,7 @@ def test_backend_makes_its_device_current_in_every_calling_thread(fake_cuda, man
 
     cudart, out = fake_cuda
     backend = TensorRTBackend(load_manifest(out), device=1, use_cuda_graph=False, device_memory="host")
-    image = np.zeros(manifest["graphs"]["image_encoder"]["inputs"]["image"]["shape"], np.float32)
+    image = np.zeros([1, *manifest["graphs"]["image_encoder"]["inputs"]["image"]["shape"][1:]], np.float32)
     got = {}
 
     def worker(name, fn):
@@ -760,6 +764,24 @@ def test_backend_makes_its_device_current_in_every_calling_thread(fake_cuda, man
 
 
 # ================================================================== GPU (skip without one)
+def test_frames_of_several_streams_are_one_encoder_launch(monkeypatch, tmp_path, export_dir, manifest):
+    """Engines built with --max-streams 3: the backend's frame limit, one image-encoder launch for
+    three frames, each frame's features [1, ...] out; a fourth frame is refused."""
+    from sam2_ros.backends.tensorrt.backend import TensorRTBackend
+
+    cudart, out = _fake_cuda(monkeypatch, tmp_path, export_dir, manifest, max_streams=3)
+    backend = TensorRTBackend(load_manifest(out), device=0, use_cuda_graph=False, device_memory="host")
+    assert backend.limits.frames == 3
+    image = np.zeros([1, *manifest["graphs"]["image_encoder"]["inputs"]["image"]["shape"][1:]], np.float32)
+    feats = backend.encode_images([image] * 3)
+    launches = [c for c in cudart.calls if c[2] == "execute_async_v3"]
+    assert [c[3][0] for c in launches] == ["image_encoder"]
+    assert len(feats) == 3 and all(np.asarray(f.image_embed).shape[0] == 1 for f in feats)
+    with pytest.raises(EngineError, match="1 to 3 frames"):
+        backend.encode_images([image] * 4)
+    backend.close()
+
+
 def _gpu_or_skip():
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU-only test)")
     try:
