@@ -261,6 +261,13 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
     """
 
     imaging: Imaging = HOST_IMAGING
+    #: no limit but the image encoder's batch: set by subclasses to :meth:`export_limits`
+    limits: ShapeLimits = UNLIMITED
+
+    @staticmethod
+    def export_limits(manifest: Manifest) -> ShapeLimits:
+        """No limit but the image encoder's batch (1 for an export without a ``frames`` axis)."""
+        return ShapeLimits(frames=manifest.image_batch)
 
     @staticmethod
     def graph_files(manifest: Manifest) -> list[tuple[str, Path]]:
@@ -274,11 +281,6 @@ class OnnxGraphCalls(PackedAttention, ComposedTrackStep):
                 raise EngineError(f"{path} is missing from the engine directory")
             out.append((g, path))
         return out
-
-    @property
-    def limits(self) -> ShapeLimits:
-        """No limit but the image encoder's batch (1 for an export without a ``frames`` axis)."""
-        return ShapeLimits(frames=self.manifest.image_batch)
 
     def warm_up(self, max_objects: int, cond_slots: int = 1) -> None:
         """Nothing to warm up: sessions are ready once opened (see :meth:`Backend.warm_up`)."""

@@ -49,6 +49,7 @@ class OnnxRuntimeBackend(OnnxGraphCalls):
         import onnxruntime as ort
 
         self.manifest = manifest
+        self.limits = self.export_limits(manifest)
         wanted = [PROVIDER_ALIASES.get(p, p) for p in (providers or ["cpu"])]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]

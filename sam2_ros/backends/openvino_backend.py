@@ -47,6 +47,7 @@ class OpenVinoBackend(OnnxGraphCalls):
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise EngineError("openvino backend: this CPU has no bf16 support (AMX or AVX-512 BF16); use fp32")
         self.manifest = manifest
+        self.limits = self.export_limits(manifest)
         self.precision = precision
         # No thread pinning: pinned OpenVINO threads starve everything else in the process (the
         # ROS executor, PyTorch: it made the official predictor 9x slower in one benchmark run).
