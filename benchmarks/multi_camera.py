@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import time
@@ -80,19 +81,24 @@ def _worker(conn, engines: str, videos: list[str], frames: int, objects: int, th
     conn.close()
 
 
-def _worker_process(*args):
-    """:func:`_worker` in a process of its own (step with ``.conn.send("step")``)."""
-    from sam2_ros_export.bench_cpu import WorkerStream
+class Worker:
+    """:func:`_worker` in a process of its own: "step" -> a reply; "rss" -> its peak memory; "stop"."""
 
-    return WorkerStream(*args, target=_worker)
+    def __init__(self, *args):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker, args=(child, *args), daemon=True)
+        self.process.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("benchmark worker failed to start")
 
-
-def _close(worker) -> float:
-    """Stop a worker; returns its peak resident memory (MiB)."""
-    worker.conn.send("rss")
-    rss = worker.conn.recv()
-    worker.close()
-    return rss
+    def close(self) -> float:
+        """Stop the worker; returns its peak resident memory (MiB)."""
+        self.conn.send("rss")
+        rss = self.conn.recv()
+        self.conn.send("stop")
+        self.process.join(timeout=30)
+        return rss
 
 
 def _step(mode: str, workers: list) -> tuple[float, list[float], dict]:
@@ -126,9 +132,9 @@ def run(a) -> list[dict]:
             cams = videos[:n]
             per = max(1, threads // n)
             workers = {
-                "batched": [_worker_process(str(engines), cams, a.frames, objects, threads, "batched")],
-                "unbatched": [_worker_process(str(engines), cams, a.frames, objects, threads, "unbatched")],
-                "processes": [_worker_process(str(engines), [v], a.frames, objects, per, "processes") for v in cams],
+                "batched": [Worker(str(engines), cams, a.frames, objects, threads, "batched")],
+                "unbatched": [Worker(str(engines), cams, a.frames, objects, threads, "unbatched")],
+                "processes": [Worker(str(engines), [v], a.frames, objects, per, "processes") for v in cams],
             }
             walls = {m: [] for m in MODES}
             lat = {m: [] for m in MODES}
@@ -147,7 +153,7 @@ def run(a) -> list[dict]:
                         ref_logits, ref_masks = outs["processes"][s]
                         diffs[mode].append(float(np.abs(logits - ref_logits).max()) if logits.size else 0.0)
                         ious[mode] += [_iou(m, r) for m, r in zip(masks, ref_masks)]
-            rss = {m: [_close(w) for w in ws] for m, ws in workers.items()}
+            rss = {m: [w.close() for w in ws] for m, ws in workers.items()}
             for mode in MODES:
                 row = {
                     "cameras": n, "objects": objects, "mode": mode, "steps_timed": len(walls[mode]),

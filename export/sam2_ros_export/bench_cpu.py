@@ -137,13 +137,12 @@ def _ours_worker(conn, engines: str, config: str, threads: int, video: str, n_fr
 
 
 class WorkerStream:
-    """One of ours in its own process (see :func:`_ours_worker`; ``target``: another worker function
-    of the same protocol: "ready" once started, a reply per "step", ends at "stop")."""
+    """One of ours in its own process (see :func:`_ours_worker`)."""
 
-    def __init__(self, *args, target=_ours_worker):
+    def __init__(self, *args):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=target, args=(child, *args), daemon=True)
+        self.process = ctx.Process(target=_ours_worker, args=(child, *args), daemon=True)
         self.process.start()
         if self.conn.recv() != "ready":
             raise RuntimeError("benchmark worker failed to start")
