@@ -205,3 +205,43 @@ def test_diagnostics_per_camera(rig):
         assert values["objects"] == str(len(c.client.objects[-1].objects))
         assert float(values["latency_mean_ms"]) > 0
         assert 1.0 <= float(values["batch_size_mean"]) <= len(CAMERAS)
+
+
+def test_camera_names_are_relative_and_remappable(tiny_export_128):
+    """In this process: per camera topics and services, a remapped camera image with its compressed
+    and click topics following it, one backend shared by every camera."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from sam2_ros.ros.node import Sam2TrackerNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = Sam2TrackerNode(
+            context=ctx, cli_args=["--ros-args", "-r", "__ns:=/robot1", "-r", "wrist/image:=/arm/camera/image_raw"],
+            parameter_overrides=[Parameter("engine_dir", value=str(tiny_export_128)),
+                                 Parameter("cameras", value=["front", "wrist"]),
+                                 Parameter("image_transport", value="compressed"),
+                                 Parameter("click_prompts.enabled", value=True)])
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        front, wrist = node.channels
+        assert front.image_sub.topic_name == "/robot1/front/image/compressed"
+        assert wrist.image_sub.topic_name == "/arm/camera/image_raw/compressed"
+        assert wrist._inputs[0].topic_name == "/arm/camera/image_raw_mouse_left"
+        assert front.outputs["objects"].topic_name == "/robot1/front/objects"
+        assert wrist.outputs["label_image"].topic_name == "/robot1/wrist/label_image"
+        assert [s.service_name for s in wrist.services] == [f"/robot1/sam2_tracker/wrist/{n}" for n in (
+            "add_prompt", "remove_object", "reset", "list_objects")]
+        assert front.worker.tracker is not wrist.worker.tracker
+        assert front.worker.tracker.backend is wrist.worker.tracker.backend  # loaded once
+        assert not node.set_parameters([Parameter("cameras", value=["front"])])[0].successful  # configured
+        node._deactivate()
+        node._cleanup()
+        assert node.set_parameters([Parameter("cameras", value=["front", "2nd"])])[0].reason.startswith(
+            "cameras must be ROS names")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
