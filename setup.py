@@ -26,6 +26,6 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/sam2_ros"]),
         ("share/sam2_ros", ["package.xml"]),
         ("share/sam2_ros/config", ["config/sam2_tracker.yaml", "config/fastdds_large_images.xml"]),
-        ("share/sam2_ros/launch", ["launch/sam2_tracker.launch.py", "launch/sam2_multicam.launch.py"]),
+        ("share/sam2_ros/launch", ["launch/sam2_tracker.launch.py"]),
     ],
 )

@@ -294,6 +294,14 @@ def test_one_scheduler_steps_the_waiting_frames_of_every_camera_together(backend
     streams = {n: GatedStream(list(frames)) for n in "abc"}
     cams = {n: CameraWorker(scheduler, n, multi.tracker(n), s.decode, s.publish, s.report) for n, s in streams.items()}
     a, b, c = streams.values()
+
+    def feed(frames: dict[str, tuple[int, int]]):
+        """Submit {camera: (stamp, frame k)}, then let them all be decoded."""
+        for name, (stamp, k) in frames.items():
+            cams[name].submit(stamp, k)
+        for name, (_, k) in frames.items():
+            streams[name].gates[k].set()
+
     scheduler.start()
     try:
         cams["a"].submit(1 * S, 0)
@@ -312,20 +320,14 @@ def test_one_scheduler_steps_the_waiting_frames_of_every_camera_together(backend
         assert cams["a"].call(click(1), LATEST, 30)[2] == [1]
         assert multi.tracker("b").object_ids == [] and cams["b"].snapshot()[2] == {}
         # camera c stops publishing: the others go on without it
-        cams["a"].submit(4 * S, 3)
-        cams["b"].submit(2 * S, 1)
-        for s, k in ((a, 3), (b, 1)):
-            s.gates[k].set()
+        feed({"a": (4 * S, 3), "b": (2 * S, 1)})
         a.wait_published(3)
         b.wait_published(2)
         assert calls[-1] == ["a", "b"] and a.published[-1] == (4 * S, [1], 2)
         # new resolutions: camera b (no objects) follows alone; camera a (tracking) rejects it
         a.frames[4] = np.ascontiguousarray(frames[4][:90])
         b.frames[2] = np.ascontiguousarray(frames[2][:90])
-        cams["a"].submit(5 * S, 4)
-        cams["b"].submit(3 * S, 2)
-        for s, k in ((a, 4), (b, 2)):
-            s.gates[k].set()
+        feed({"a": (5 * S, 4), "b": (3 * S, 2)})
         a.wait_reports(1)
         b.wait_published(3)
         assert "size changed from 320x180 to 320x90" in a.reports[0] and b.published[-1] == (3 * S, [], 0)
