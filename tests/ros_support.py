@@ -216,8 +216,9 @@ def _idempotent(srv_type) -> bool:
 class NodeProcess:
     """The tracker node in its own process (`python -m sam2_ros.ros.node`), stopped with SIGINT."""
 
-    def __init__(self, log_path: Path, params: dict, params_file: Path | None = None):
-        args = [sys.executable, "-m", "sam2_ros.ros.node", "--ros-args"]
+    def __init__(self, log_path: Path, params: dict, params_file: Path | None = None, ros_args: tuple = ()):
+        """``ros_args``: more arguments after --ros-args (remappings: ``("-r", "image:=/cam")``)."""
+        args = [sys.executable, "-m", "sam2_ros.ros.node", "--ros-args", *ros_args]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
         for k, v in params.items():
