@@ -253,6 +253,8 @@ def plot(results: list[dict], path: Path) -> None:
     ax1.set(xlabel="cameras", ylabel="resident memory, MB", title="memory")
     ax2.set(xlabel="cameras", ylabel="frames processed per second, all cameras", title="throughput")
     for ax in (ax1, ax2):
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted({r["cameras"] for r in results}))
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
