@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import Point32  # noqa: E402
-from ros_support import Client, NodeProcess, image_msg, mask_of, stamp_ns, video_frames  # noqa: E402
+from ros_support import Client, NodeProcess, image_msg, mask_of, video_frames  # noqa: E402
 
 from sam2_ros.backends import load_backend  # noqa: E402
 from sam2_ros.tracker import Tracker  # noqa: E402
