@@ -104,6 +104,7 @@ asked for (``--torch-imaging``, ``--cuda-graph``, ``--compile``); a backend that
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -126,7 +127,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = Path(os.environ.get("SAM2_ROS_SHARED_DATA", REPO.parent / "shared" / "data")) / "videos" / "bedroom.mp4"
 #: Parity clicks on bedroom.mp4 (960 x 540): the girl, the boy, the pink pillow.
 BEDROOM_CLICKS = ((400.0, 150.0), (230.0, 250.0), (600.0, 350.0))
-MODEL_ALIASES = {name.removeprefix("sam2.1_hiera_"): name for name in MODELS if name.startswith("sam2.1_")}
+MODEL_ALIASES = {name.removeprefix("sam2.1_hiera_"): name for name in MODELS if name.startswith("sam2.1_")} | {
+    "edgetam": "edgetam"}
 TORCH_CONTENDERS = ("torch-fp32", "torch-bf16", "torch-fp16")
 OUR_BACKENDS = ("tensorrt", "onnxruntime-cuda") + TORCH_CONTENDERS
 OFFICIAL_BACKENDS = ("official-bf16", "official-vos", "official-fp32")
@@ -635,7 +637,9 @@ def write_report(data: dict, out_dir: str | Path) -> dict[str, Path]:
     md = out_dir / "RESULTS.md"
     md.write_text(render_markdown(data["results"], meta, data.get("parity"), data.get("projections"), data.get("skipped")))
     paths = {"markdown": md}
-    if any(not r.get("error") and r.get("fps") for r in data["results"]):
+    if importlib.util.find_spec("matplotlib") is None:
+        print("gpu_bench: matplotlib is not installed (EdgeTAM's environment has none): no plot written", file=sys.stderr)
+    elif any(not r.get("error") and r.get("fps") for r in data["results"]):
         title = f"{meta.get('device', '')}{' - ' + SMOKE_LABEL if meta.get('smoke') else ''}"
         paths["plot"] = plot_results(data["results"], out_dir / "results_gpu.png", title)
     return paths
@@ -1069,7 +1073,12 @@ def open_contender(name: str, ctx: RunContext, objects: int | None = None) -> Co
     if is_official(name):
         from sam2_ros.backends.torch_backend.official import build_video_predictor
 
+        from sam2_ros.models import official_model
+
         vos = name == "official-vos"
+        if official_model(ctx.model).package == "edgetam":
+            raise Skip("Meta's EdgeTAM predictor cannot batch objects (EdgeTAM issue 15); `sam2-ros bench --model "
+                       "edgetam` times it with one inference state per object")
         if vos and not dev.cuda:
             raise Skip("vos_optimized compiles the model with torch.compile (max-autotune) for CUDA; not run on the CPU")
         dtype = None if name == "official-fp32" else torch.bfloat16
@@ -1252,14 +1261,16 @@ def parity_rows(model: str, image_size: int, checkpoint: Path, contenders: list[
     from sam2_ros.io.prompts_file import Prompt
     from sam2_ros.io.runner import run_tracker
     from sam2_ros.tracker import Tracker
-    from sam2_ros_export.reference import official_fill_hole_area, run_official
+    from sam2_ros.models import official_model
+    from sam2_ros_export.reference import official_fill_hole_area, run_official, run_official_per_object
 
     prompts = [Prompt(0, oid, np.array([[x, y]], np.float32), np.array([1], np.int32)) for oid, (x, y) in enumerate(clicks, 1)]
     base = {"model": model, "image_size": image_size, "objects": len(prompts), "frames": len(frames)}
     # an eager official contender's predictor has fp32 weights (autocast is applied around its calls only): reuse it
     eager = [c.handle for c in contenders if c.name in ("official-fp32", "official-bf16")]
     predictor = eager[0] if eager else build_video_predictor(model, checkpoint, image_size=image_size, device=str(device.device))
-    ref = run_official(predictor, frames, prompts)  # no autocast: fp32
+    # no autocast: fp32; EdgeTAM's predictor takes one object per inference state (EdgeTAM issue 15)
+    ref = (run_official_per_object if official_model(model).package == "edgetam" else run_official)(predictor, frames, prompts)
     fill = official_fill_hole_area(predictor)
     del predictor, eager
     device.empty_cache()
@@ -1362,7 +1373,7 @@ def prepare_export(model: str, image_size: int, work: Path, checkpoint_dir: str 
     """(checkpoint, ONNX export directory): the official checkpoint from ``checkpoint_dir``, else random weights."""
     from sam2_ros.manifest import MANIFEST_NAME
     from sam2_ros.models import official_model
-    from sam2_ros_export.onnx_export import cached_random_export, export_model
+    from sam2_ros_export.onnx_export import cached_random_export, export_anywhere
 
     if not checkpoint_dir:
         return cached_random_export(model, image_size, work)
@@ -1371,7 +1382,7 @@ def prepare_export(model: str, image_size: int, work: Path, checkpoint_dir: str 
         raise SystemExit(f"gpu_bench: checkpoint {ckpt} is missing (sam2-ros download --model {model} --out {checkpoint_dir})")
     onnx_dir = work / f"{model}_{image_size}_official"
     if not (onnx_dir / MANIFEST_NAME).is_file():
-        export_model(model, ckpt, onnx_dir, image_size=image_size, verify=verify)
+        export_anywhere(model, ckpt, onnx_dir, image_size, verify=verify)
     return ckpt, onnx_dir
 
 
@@ -1511,7 +1522,8 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     torch_options = torch_backend_options(a)
 
     from sam2_ros.io.video import read_frames
-    from sam2_ros_export.flops import FlopModel, analytic_floor_ms, projection_table
+    from sam2_ros_export.flops import analytic_floor_ms, frame_flops_in_model_env, projection_table
+    from sam2_ros_export.model_env import model_python
 
     meta = environment(device, threads, argv)
     meta["tf32"]["set_by"] = "--tf32: TF32 on" if a.tf32 else "this bench's default: TF32 off (fp32 rows in full fp32)"
@@ -1587,8 +1599,7 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                 if "tensorrt" in a.backends:
                     engine_dirs, engine_reason = prepare_engines(onnx_dir, work, [n for n, _, _ in cells], max_objects,
                                                                  device)
-                fm = FlopModel(model, size)
-                frame_flops = {n: fm.frame(n) for n in sorted({n for n, _, _ in cells})}
+                frame_flops = {f.objects: f for f in frame_flops_in_model_env(model, size, sorted({n for n, _, _ in cells}))}
                 flops = {n: f.total for n, f in frame_flops.items()}
                 projections += projection_table([frame_flops[n] for n in (1, 8) if n in frame_flops])
                 ctx = RunContext(device, model, size, ckpt, onnx_dir, engine_dirs, engine_reason, threads, torch_options,
@@ -1623,7 +1634,11 @@ def run_benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                             print(json.dumps({k: v for k, v in row.items() if k not in ("mem_samples", "ran_with")}),
                                   flush=True)
                         save()  # after every cell: a run stopped later keeps what it measured
-                    if a.parity_frames:
+                    if a.parity_frames and model_python(model) is not None:
+                        skipped.append({"model": model, "image_size": size, "backend": "parity",
+                                        "reason": f"the official {model} predictor lives in its own environment "
+                                                  f"({model_python(model)}): sam2-ros compare checks parity there"})
+                    elif a.parity_frames:
                         parity += parity_rows(model, size, ckpt, contenders, clip[: a.parity_frames], parity_clicks, device)
                 finally:
                     for c in contenders:

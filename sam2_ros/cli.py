@@ -381,6 +381,8 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from sam2_ros_export.bench_cpu import run_cpu_benchmark
 
+    if args.baseline is None and args.model == "edgetam":
+        args.baseline = "sam2.1_hiera_tiny"  # what EdgeTAM is for: the same tracking, cheaper than SAM 2.1's smallest
     run_cpu_benchmark(args)
     return 0
 
@@ -562,6 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gap", type=float, default=0.2,
                    help="idle seconds before each step, as between camera frames (default: %(default)s)")
     s.add_argument("--video", default=None, help="default: samples/bedroom_short.mp4")
+    s.add_argument("--baseline", choices=models, default=None,
+                   help="also time our tracker on this model, same size, backends and prompts, in the same run "
+                        "(default: sam2.1_hiera_tiny for edgetam, none otherwise)")
+    s.add_argument("--no-baseline", dest="baseline", action="store_const", const="", help="no baseline model")
     s.add_argument("--out", default="benchmarks")
     s.set_defaults(func=cmd_bench)
 

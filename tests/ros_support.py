@@ -32,11 +32,12 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=Rel
 TEST_WH = (480, 270)
 
 
-def video_frames(shared_data: Path, n: int, wh: tuple[int, int] = TEST_WH) -> list[np.ndarray]:
-    """The first ``n`` frames of bedroom.mp4 as RGB uint8, resized to ``wh``."""
+def video_frames(shared_data: Path, n: int, wh: tuple[int, int] = TEST_WH,
+                 clip: str = "bedroom.mp4") -> list[np.ndarray]:
+    """The first ``n`` frames of ``clip`` (a video of the shared data) as RGB uint8, resized to ``wh``."""
     from sam2_ros.io.video import iter_frames
 
-    video = shared_data / "videos" / "bedroom.mp4"
+    video = shared_data / "videos" / clip
     return [cv2.resize(f, wh, interpolation=cv2.INTER_AREA) for f in iter_frames(video, n)]
 
 
@@ -70,9 +71,13 @@ def mask_of(obj) -> np.ndarray:
 
 
 class Client:
-    """A client node spinning in a background thread; collects what the tracker publishes."""
+    """A client node spinning in a background thread; collects what the tracker publishes.
 
-    def __init__(self, name: str = "sam2_test_client", node_ns: str = "/sam2_tracker", image_qos=RELIABLE):
+    ``camera``: talk to that camera of a multi-camera node (topics ``<camera>/image``, ...;
+    services ``<node>/<camera>/...``); empty: the single-camera names."""
+
+    def __init__(self, name: str = "sam2_test_client", node_ns: str = "/sam2_tracker", image_qos=RELIABLE,
+                 camera: str = ""):
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
@@ -81,16 +86,18 @@ class Client:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
-        self.ns = node_ns
+        self.ns = f"{node_ns}/{camera}" if camera else node_ns
+        topic = (lambda base: f"{camera}/{base}") if camera else (lambda base: base)
         self._cond = threading.Condition()
         self.objects: list = []
         self.arrived: dict[int, float] = {}  # objects message stamp -> time.perf_counter() at arrival
         self.diagnostics: list = []
         self.labels: list = []
-        self._objects_sub = self.node.create_subscription(TrackedObjects, "objects", self._on(self.objects), RELIABLE)
-        self.node.create_subscription(Image, "label_image", self._on(self.labels), RELIABLE)
+        self._objects_sub = self.node.create_subscription(TrackedObjects, topic("objects"), self._on(self.objects),
+                                                          RELIABLE)
+        self.node.create_subscription(Image, topic("label_image"), self._on(self.labels), RELIABLE)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on(self.diagnostics), RELIABLE)
-        self.image_pub = self.node.create_publisher(Image, "image", image_qos)
+        self.image_pub = self.node.create_publisher(Image, topic("image"), image_qos)
         self._clients: dict = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -209,8 +216,9 @@ def _idempotent(srv_type) -> bool:
 class NodeProcess:
     """The tracker node in its own process (`python -m sam2_ros.ros.node`), stopped with SIGINT."""
 
-    def __init__(self, log_path: Path, params: dict, params_file: Path | None = None):
-        args = [sys.executable, "-m", "sam2_ros.ros.node", "--ros-args"]
+    def __init__(self, log_path: Path, params: dict, params_file: Path | None = None, ros_args: tuple = ()):
+        """``ros_args``: more arguments after --ros-args (remappings: ``("-r", "image:=/cam")``)."""
+        args = [sys.executable, "-m", "sam2_ros.ros.node", "--ros-args", *ros_args]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
         for k, v in params.items():

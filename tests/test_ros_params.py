@@ -36,6 +36,10 @@ def test_config_file_sets_every_parameter_with_its_default():
         ("providers", "cuda,npu", r"providers must be among cpu, cuda, tensorrt; got \['npu'\]"),
         ("service_timeout", 0.0, "service_timeout must be in"),
         ("max_object", 3, "unknown parameter 'max_object'"),
+        ("cameras", "front", "cameras must be of type string_array"),
+        ("cameras", ["front", "2nd"], r"cameras must be ROS names .*got \['2nd'\]"),
+        ("cameras", ["front/", "a b"], r"got \['front/', 'a b'\]"),
+        ("cameras", ["front", "front"], "cameras must be unique"),
     ],
 )
 def test_bad_values_are_refused_with_a_reason(name, value, error):
@@ -50,6 +54,7 @@ def test_good_values_pass():
         assert validate_parameter(spec.name, spec.default) is None, spec.name
     assert validate_parameter("providers", "CUDA, cpu") is None
     assert validate_parameter("mask_threshold", 1) is None  # an integer is fine for a double
+    assert validate_parameter("cameras", ["front", "wrist_left", "robot1/front"]) is None
 
 
 def test_bad_file_names_every_problem(tmp_path):
@@ -73,6 +78,7 @@ def test_launch_file_is_valid_and_uses_the_installed_config():
     tree = ast.parse(source)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     assert '"config", "sam2_tracker.yaml"' in source and 'executable="sam2_tracker"' in source
+    assert 'overrides["cameras"]' in source  # the launch argument cameras reaches the node
 
 
 #: rosdep keys of the node's third-party imports (stdlib and pip-only ones aside)
@@ -134,3 +140,4 @@ def test_docs_show_the_current_parameter_table():
 
     assert markdown_table() in (REPO / "docs" / "ROS.md").read_text(), (
         "docs/ROS.md: paste the output of sam2_ros.ros.params.markdown_table()")
+

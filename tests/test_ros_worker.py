@@ -274,3 +274,67 @@ def test_reset_and_stop_answer_every_waiting_caller(stream_worker, frames):
         worker.call(click(3), LATEST, 5)
     assert worker.window_stats().queue_depth == 0
     assert FrameStatus.STALE.name == "STALE"
+
+
+def test_one_scheduler_steps_the_waiting_frames_of_every_camera_together(backend, frames):
+    """Three cameras on one scheduler over a MultiTracker: the newest frame of each camera, every
+    camera with a frame waiting in the same step call, a fast camera cannot push the others out,
+    a silent camera blocks nobody, and a new resolution or a prompt stays with its camera."""
+    from sam2_ros.multi_tracker import MultiTracker
+    from sam2_ros.ros.worker import CameraWorker, Scheduler
+
+    multi = MultiTracker(backend, ["a", "b", "c"], max_objects=2)
+    calls: list[list[str]] = []
+
+    def step(batch):
+        calls.append(sorted(batch))
+        return multi.step(batch)
+
+    scheduler = Scheduler(step)
+    streams = {n: GatedStream(list(frames)) for n in "abc"}
+    cams = {n: CameraWorker(scheduler, n, multi.tracker(n), s.decode, s.publish, s.report) for n, s in streams.items()}
+    a, b, c = streams.values()
+
+    def feed(frames: dict[str, tuple[int, int]]):
+        """Submit {camera: (stamp, frame k)}, then let them all be decoded."""
+        for name, (stamp, k) in frames.items():
+            cams[name].submit(stamp, k)
+        for name, (_, k) in frames.items():
+            streams[name].gates[k].set()
+
+    scheduler.start()
+    try:
+        cams["a"].submit(1 * S, 0)
+        assert a.entered[0].wait(30)  # camera a's frame 0 in flight, held at its gate
+        cams["a"].submit(2 * S, 1)  # camera a is fast: its frame 1 is replaced by frame 2 (dropped)
+        cams["a"].submit(3 * S, 2)
+        cams["b"].submit(1 * S, 0)
+        cams["c"].submit(1 * S, 0)
+        for s, k in ((a, 0), (a, 2), (b, 0), (c, 0)):
+            s.gates[k].set()
+        for s, n in ((a, 2), (b, 1), (c, 1)):
+            s.wait_published(n)
+        assert calls == [["a"], ["a", "b", "c"]]  # one call for the three waiting frames
+        assert cams["a"].window_stats().dropped == 1 and a.published == [(1 * S, [], 0), (3 * S, [], 1)]
+        # a prompt on camera a: its objects only
+        assert cams["a"].call(click(1), LATEST, 30)[2] == [1]
+        assert multi.tracker("b").object_ids == [] and cams["b"].snapshot()[2] == {}
+        # camera c stops publishing: the others go on without it
+        feed({"a": (4 * S, 3), "b": (2 * S, 1)})
+        a.wait_published(3)
+        b.wait_published(2)
+        assert calls[-1] == ["a", "b"] and a.published[-1] == (4 * S, [1], 2)
+        # new resolutions: camera b (no objects) follows alone; camera a (tracking) rejects it
+        a.frames[4] = np.ascontiguousarray(frames[4][:90])
+        b.frames[2] = np.ascontiguousarray(frames[2][:90])
+        feed({"a": (5 * S, 4), "b": (3 * S, 2)})
+        a.wait_reports(1)
+        b.wait_published(3)
+        assert "size changed from 320x180 to 320x90" in a.reports[0] and b.published[-1] == (3 * S, [], 0)
+        assert multi.tracker("a").frame_index == 2 and multi.tracker("c").frame_index == 0
+        assert (cams["a"].window_stats().rejected, cams["b"].window_stats().rejected) == (1, 0)
+    finally:
+        for s in streams.values():
+            for g in s.gates:
+                g.set()
+        scheduler.stop()

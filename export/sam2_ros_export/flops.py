@@ -94,6 +94,12 @@ class FrameFlops:
     def total(self) -> int:
         return sum(self.per_graph.values())
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrameFlops":
+        """The inverse of :meth:`as_dict` (to the MFLOP: as_dict rounds), without the per-op counts."""
+        return cls(d["model"], d["image_size"], d["objects"], d["mem_slots"], d["ptr_slots"],
+                   {k: round(v * 1e9) for k, v in d["per_graph_gflop"].items()})
+
     def as_dict(self) -> dict:
         return {
             "model": self.model, "image_size": self.image_size, "objects": self.objects,
@@ -119,8 +125,11 @@ class FlopModel:
         self.feat = image_size // sam.backbone_stride
         self.hidden, self.mem_dim = sam.hidden_dim, sam.mem_dim
         self.mem_tokens = memory_layout(sam, image_size)[0].shape[0]  # tokens per memory frame (EdgeTAM: 512)
-        # wrappers compute their constant buffers (RoPE, position encodings) on CPU, then go to meta
-        self.graphs = {name: m.to("meta") for name, m in graph_modules(sam, image_size).items()}
+        # wrappers compute their constant buffers (RoPE, position encodings) on CPU, then go to meta;
+        # no parameter requires grad: FlopCounterMode's module tracker hooks the autograd graph of any
+        # input that does, and EdgeTAM's Perceiver feeds its latents (parameters) to its layers, which
+        # fails in inference mode (no grad_fn) from torch 2.14 on
+        self.graphs = {name: m.to("meta").requires_grad_(False) for name, m in graph_modules(sam, image_size).items()}
         self._torch = torch
 
     def frame(self, objects: int = 1, cond_slots: int = 1, points: int = 1) -> FrameFlops:
@@ -191,14 +200,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--objects", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--cond-slots", type=int, default=1)
+    ap.add_argument("--no-projection", action="store_true", help="print only the FLOPs of each frame")
     a = ap.parse_args(argv)
     fm = FlopModel(a.model, a.image_size)
     frames = [fm.frame(n, a.cond_slots) for n in a.objects]
     for f in frames:
         print(json.dumps(f.as_dict()))
-    for row in projection_table(frames):
+    for row in [] if a.no_projection else projection_table(frames):
         print(json.dumps(row))
     return 0
+
+
+def frame_flops_in_model_env(model: str, image_size: int, objects: list[int]) -> list[FrameFlops]:
+    """One frame's FLOPs per object count, counted under the Python whose ``sam2`` package builds
+    ``model`` (EdgeTAM's environment for EdgeTAM; this one for SAM 2)."""
+    from sam2_ros_export.model_env import model_python, run_python
+
+    python = model_python(model)
+    if python is None:
+        fm = FlopModel(model, image_size)
+        return [fm.frame(n) for n in objects]
+    proc = run_python(python, ["-m", "sam2_ros_export.flops", "--model", model, "--image-size", str(image_size),
+                               "--objects", *map(str, objects), "--no-projection"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"counting {model}'s FLOPs under {python} failed:\n{proc.stderr[-3000:]}")
+    return [FrameFlops.from_dict(json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 if __name__ == "__main__":

@@ -197,15 +197,43 @@ def cached_random_export(model_name: str, image_size: int, work: str | Path, see
     encoder's ``frames`` axis). For benchmarks.
     Returns (checkpoint, export directory)."""
     from sam2_ros_export.checkpoint import random_checkpoint
+    from sam2_ros_export.model_env import model_python
 
     work = Path(work)
     ckpt = work / f"{model_name}_seed{seed}.pt"
     if not ckpt.is_file():
-        random_checkpoint(model_name, seed, ckpt)
+        if model_python(model_name) is None:
+            random_checkpoint(model_name, seed, ckpt)
+        else:  # EdgeTAM's package lives in its own environment
+            cli_in_model_env(model_name, "checkpoint", "--model", model_name, "--random-seed", str(seed), "--out", str(ckpt))
     engines = work / f"{model_name}_{image_size}"
     manifest = engines / MANIFEST_NAME
     data = json.loads(manifest.read_text()) if manifest.is_file() else {}
     # made again when a graph is missing, or the image encoder predates the frames axis
     if not data or set(EXPORTED_GRAPHS) - set(data.get("graphs", {})) or image_batch(data) is not None:
-        export_model(model_name, ckpt, engines, image_size=image_size)
+        export_anywhere(model_name, ckpt, engines, image_size)
     return ckpt, engines
+
+
+def cli_in_model_env(model_name: str, *cli_args: str) -> None:
+    """``sam2-ros CLI_ARGS`` under the Python whose ``sam2`` package builds ``model_name``;
+    ``RuntimeError`` with its error output when it fails."""
+    from sam2_ros_export.model_env import model_python, run_python
+
+    python = model_python(model_name)
+    proc = run_python(python, ["-m", "sam2_ros.cli", *cli_args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sam2-ros {' '.join(cli_args)} under {python} failed:\n{proc.stderr[-3000:]}")
+
+
+def export_anywhere(model_name: str, checkpoint: str | Path, out_dir: str | Path, image_size: int,
+                    verify: bool = True) -> None:
+    """:func:`export_model` here, or through the CLI under the model's own Python (EdgeTAM's; the
+    CLI always verifies the graphs)."""
+    from sam2_ros_export.model_env import model_python
+
+    if model_python(model_name) is None:
+        export_model(model_name, checkpoint, out_dir, image_size=image_size, verify=verify)
+    else:
+        cli_in_model_env(model_name, "export", "--model", model_name, "--checkpoint", str(checkpoint),
+                         "--image-size", str(image_size), "--out", str(out_dir))

@@ -8,6 +8,7 @@ parameter file (``config/sam2_tracker.yaml``) without a running node, and
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ class ParamSpec:
 
     @property
     def type_name(self) -> str:
+        if isinstance(self.default, list):
+            return "string_array"
         if isinstance(self.default, bool):
             return "bool"
         if isinstance(self.default, int):
@@ -106,7 +109,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "max_objects", 8,
-        "Objects tracked at once; memory for this many is allocated at configure. AddPrompt "
+        "Objects tracked at once, per camera; memory for this many is allocated at configure. AddPrompt "
         "for one more object fails. Above 255 the label image switches from mono8 to mono16.",
         int_range=(1, 4096),
     ),
@@ -144,6 +147,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Fill background holes of at most this many low-res pixels in each mask: 8 reproduces the official "
         "predictor on GPU (its CUDA extension), 0 the official predictor on CPU (the step is skipped there).",
         int_range=(0, 4096),
+    ),
+    ParamSpec(
+        "cameras", [],
+        "Camera names, e.g. [front, wrist] (a name may have namespaces: robot1/front): one tracker per camera "
+        "over one loaded backend, each with its own objects, ids, history and max_objects, its topics under "
+        "`<camera>/` (`<camera>/image` in, `<camera>/objects` out, ...) and its services under "
+        "`~/<camera>/`. Empty: one camera with the plain names (`image`, `~/add_prompt`, ...).",
     ),
     ParamSpec(
         "image_transport", "raw",
@@ -318,8 +328,14 @@ PARAMS: tuple[ParamSpec, ...] = (
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 
+#: A camera name: ROS name tokens (a letter first), optionally with namespaces (robot1/front).
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+
+
 def _type_ok(spec: ParamSpec, value: Any) -> bool:
     t = spec.type_name
+    if t == "string_array":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     if t == "bool":
         return isinstance(value, bool)
     if t == "integer":
@@ -343,6 +359,13 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if spec.float_range is not None:
         if not math.isfinite(float(value)) or not spec.float_range[0] <= value <= spec.float_range[1]:
             return f"{name} must be in [{spec.float_range[0]}, {spec.float_range[1]}]; got {value}"
+    if name == "cameras":
+        bad = [v for v in value if not CAMERA_NAME.fullmatch(v)]
+        if bad:
+            return (f"cameras must be ROS names (letters, digits, _; a letter first; namespaces with /), "
+                    f"got {bad}")
+        if len(set(value)) != len(value):
+            return f"cameras must be unique, got {list(value)}"
     if name == "providers":
         bad = [v for v in split_providers(value) if v not in PROVIDER_ALIASES]
         if bad:
@@ -396,7 +419,8 @@ def load_params_file(path: str | Path, node_name: str = "sam2_tracker") -> dict[
 
 def declare_parameters(node) -> None:
     """Declare every parameter of :data:`PARAMS` on ``node`` with a descriptor (description, range)."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+    from rclpy.parameter import Parameter
 
     for spec in PARAMS:
         when = {
@@ -415,7 +439,22 @@ def declare_parameters(node) -> None:
             desc.floating_point_range = [
                 FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1], step=0.0)
             ]
-        node.declare_parameter(spec.name, spec.default, desc)
+        value = spec.default
+        if spec.type_name == "string_array":
+            # rclpy cannot type an empty list: declare the type, unset (read_parameter gives the default)
+            desc.type = ParameterType.PARAMETER_STRING_ARRAY
+            value = spec.default or Parameter.Type.STRING_ARRAY
+        node.declare_parameter(spec.name, value, desc)
+
+
+def read_parameter(node, name: str) -> Any:
+    """The parameter's value; the default for a declared parameter that is not set (an empty array)."""
+    from rclpy.exceptions import ParameterUninitializedException
+
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return PARAMS_BY_NAME[name].default
 
 
 def markdown_table() -> str:

@@ -1,14 +1,23 @@
-"""The tracker loop behind the ROS node, without ROS: newest-frame slot, worker thread, prompts by stamp.
+"""The tracker loop behind the ROS node, without ROS: newest frame per camera, one scheduler
+thread for every camera, prompts by stamp.
 
-- :meth:`TrackerWorker.submit` (called from the image subscription) never blocks on
-  inference: it puts the frame into a one-frame slot. A frame still waiting there is
-  replaced and counted as dropped, so the node always processes the newest frame and
-  never builds a backlog.
-- One worker thread owns the :class:`~sam2_ros.tracker.Tracker` (no other thread touches
-  it): it runs queued commands (prompts, remove, reset) between frames, then steps the
-  newest frame, applies prompts held for that frame, and hands the result to ``publish``.
-- :meth:`TrackerWorker.call` runs a command on the tracker for a given frame stamp and
-  waits for its outcome, from any number of threads at once (:meth:`TrackerWorker.post`: the
+- :meth:`CameraWorker.submit` (called from a camera's image subscription) never blocks on
+  inference: it puts the frame into the camera's one-frame slot. A frame still waiting there
+  is replaced and counted as dropped, so each camera's newest frame is processed and no
+  camera builds a backlog.
+- One :class:`Scheduler` thread owns every camera's :class:`~sam2_ros.tracker.Tracker` (no
+  other thread touches them). Each round it runs the commands queued for every camera
+  (prompts, remove, reset), then takes the waiting frame of every camera that has one and
+  steps them together in one call of its ``step`` function (``MultiTracker.step``: where the
+  cameras are batched), then, camera by camera, applies prompts held for that frame and hands
+  the result to the camera's ``publish``. Fairness: a round serves each camera with a frame
+  waiting once, in an order that rotates from round to round, so a camera publishing five
+  times faster than the others gets one frame per round like them and cannot starve them; a
+  camera with nothing waiting is skipped and never blocks the others. A camera whose frames
+  change size resets only its own tracker (when it tracks no object; otherwise its frames are
+  rejected until its reset).
+- :meth:`CameraWorker.call` runs a command on the camera's tracker for a given frame stamp and
+  waits for its outcome, from any number of threads at once (:meth:`CameraWorker.post`: the
   same without waiting, for topic inputs; a callback gets the outcome):
   stamp 0 (latest) or the latest processed frame's stamp: run before the next frame;
   an earlier processed frame still in the tracker's history (its last ``history_frames``
@@ -19,6 +28,7 @@
   received (the request overtook its image): held until that frame arrives (fails when a
   newer frame arrives first); a processed frame older than the history, or an unknown
   stamp: a clear error (naming the oldest stamp still in the history).
+- :class:`TrackerWorker`: one camera with a scheduler of its own (the single-tracker API).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +88,7 @@ class ObjectInfo:
 
 @dataclass
 class _Command:
-    fn: Callable[[TrackerWorker, int], Any]  # fn(worker, frame_stamp_ns) -> value, runs on the worker thread
+    fn: Callable[[CameraWorker, int], Any]  # fn(camera, frame_stamp_ns) -> value, runs on the scheduler thread
     stamp_ns: int  # LATEST or an explicit stamp
     needs_frame: bool = True  # fails before the first frame (prompts), or not (remove, reset)
     done: threading.Event = field(default_factory=threading.Event)
@@ -107,38 +117,53 @@ class Stats:
     queue_depth: int = 0
     objects: int = 0
     last_error: str = ""
-    # over the last window (see TrackerWorker.window_stats)
+    # over the last window (see CameraWorker.window_stats)
     fps: float = 0.0
     latency_mean_ms: float = 0.0
     latency_max_ms: float = 0.0
     step_mean_ms: float = 0.0
 
 
-class TrackerWorker:
-    """Owns ``tracker`` on one thread; see the module docstring.
+#: A scheduler's step: {camera: RGB frame} -> {camera: its result, or the exception of its frame}
+#: (``MultiTracker.step``: every camera of a round in one call).
+StepFn = Callable[[dict[str, np.ndarray]], Mapping[str, "FrameResult | Exception"]]
+
+
+class CameraWorker:
+    """One camera on a :class:`Scheduler`: its frame slot, commands, frame stamps, objects and counters.
+
+    Command functions (:meth:`call`, :meth:`post`) get this object: ``tracker`` is the camera's
+    tracker, and the helpers below (:meth:`frame_index_of`, :meth:`note_prompt`, ...) keep its
+    bookkeeping. Nothing here touches another camera's tracker or state.
 
     Args:
-        tracker: the ROS-free tracker.
+        scheduler: the thread that serves this camera (the camera registers itself).
+        name: the camera's name (its stream in the MultiTracker, the key of ``step``).
+        tracker: the camera's tracker.
         decode: payload -> [H, W, 3] uint8 RGB; raises ValueError with a clear message.
-        publish: called on the worker thread with (frame, rgb, result) after each processed frame.
+        publish: called on the scheduler thread with (frame, rgb, result) after each processed frame.
         report: called with (kind, message) for problems that have no caller to answer
-            (bad frames); kind is "frame".
+            (bad frames: kind "frame"; publishing failures: "publish").
         history: how many recent frame stamps are remembered to answer prompts by stamp.
     """
 
     def __init__(
         self,
+        scheduler: Scheduler,
+        name: str,
         tracker: Tracker,
         decode: Callable[[Any], np.ndarray],
         publish: Callable[[Frame, np.ndarray, FrameResult], None],
         report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
         history: int = 1024,
     ):
+        self.name = name
+        self.scheduler = scheduler
         self.tracker = tracker
         self._decode = decode
         self._publish = publish
         self._report = report
-        self._cond = threading.Condition()
+        self._cond = scheduler.cond  # one lock for the scheduler and all its cameras
         self._pending: Frame | None = None
         self._commands: collections.deque[_Command] = collections.deque()
         self._held: dict[int, list[_Command]] = {}
@@ -147,9 +172,6 @@ class TrackerWorker:
         # stamp -> frame index of the frames in the tracker's history (the last history_frames
         # processed frames), oldest first
         self._in_history: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self._frame_wh: tuple[int, int] | None = None  # size of the last processed frame
         self._newest_received: int | None = None  # largest stamp submitted
         # state read by other threads (under _cond)
         self.current_stamp: int | None = None  # stamp of the tracker's current frame
@@ -159,41 +181,11 @@ class TrackerWorker:
         self._next_id = 1
         self.stats = Stats()
         self._window: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=256)
-
-    # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        with self._cond:
-            if self._thread is not None:
-                return
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="sam2_tracker_worker", daemon=True)
-            self._thread.start()
-
-    def stop(self, reason: str = "the tracker stopped") -> None:
-        """Stop the thread (after the frame it is on); fail every waiting command with ``reason``."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        with self._cond:
-            self._thread = None
-            if self._pending is not None:
-                self._set_status(self._pending.stamp_ns, FrameStatus.DROPPED)
-                self._pending = None
-            self.stats.queue_depth = 0
-            for cmd in list(self._commands):
-                cmd.finish(error=reason)
-            self._commands.clear()
-            for cmds in self._held.values():
-                for cmd in cmds:
-                    cmd.finish(error=reason)
-            self._held.clear()
+        scheduler._add(self)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self.scheduler.running
 
     # ---------------------------------------------------------------- input
     def submit(self, stamp_ns: int, payload: Any) -> None:
@@ -233,12 +225,12 @@ class TrackerWorker:
     # ------------------------------------------------------------- commands
     def call(
         self,
-        fn: Callable[[TrackerWorker, int | None], Any],
+        fn: Callable[[CameraWorker, int | None], Any],
         stamp_ns: int = LATEST,
         timeout: float = 10.0,
         needs_frame: bool = True,
     ) -> Any:
-        """Run ``fn(worker, frame_stamp)`` on the worker thread, on the frame ``stamp_ns`` refers to.
+        """Run ``fn(camera, frame_stamp)`` on the scheduler thread, on the frame ``stamp_ns`` refers to.
 
         Returns fn's value; raises :class:`CommandError` with a message for the caller when
         the stamp cannot be served, the call times out, or fn raises TrackerInputError /
@@ -262,14 +254,14 @@ class TrackerWorker:
 
     def post(
         self,
-        fn: Callable[[TrackerWorker, int | None], Any],
+        fn: Callable[[CameraWorker, int | None], Any],
         stamp_ns: int = LATEST,
         on_done: Callable[[Any, str | None], None] | None = None,
         needs_frame: bool = True,
         max_held: int | None = None,
     ) -> bool:
         """Like :meth:`call` without waiting (topic inputs: detections, clicks): ``on_done(value,
-        error)`` runs on the worker thread (or here) when the command ran or failed. Returns
+        error)`` runs on the scheduler thread (or here) when the command ran or failed. Returns
         whether the command was held for a frame not processed yet. Raises :class:`CommandError`
         at once for a stamp that cannot be served, or when ``max_held`` posted commands are
         already held."""
@@ -279,7 +271,7 @@ class TrackerWorker:
     def _enqueue(self, cmd: _Command, max_held: int | None = None) -> bool:
         stamp_ns = cmd.stamp_ns
         with self._cond:
-            if self._thread is None or self._stop:
+            if not self.scheduler.accepting:
                 raise CommandError("the tracker is not running (node not active)")
             held = False
             if stamp_ns == LATEST or stamp_ns == self.current_stamp or stamp_ns in self._in_history:
@@ -347,53 +339,47 @@ class TrackerWorker:
             log.exception("command failed")
             cmd.finish(error=f"internal error: {type(e).__name__}: {e}")
 
-    # ----------------------------------------------------------- the thread
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop and not self._commands and self._pending is None:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                commands = list(self._commands)
-                self._commands.clear()
-            for cmd in commands:  # commands first: they refer to the current frame
-                self._run_command(cmd)
-            # then the newest frame, even if more commands came meanwhile: a stream of
-            # service calls cannot starve the tracking (one batch of commands per frame)
-            with self._cond:
-                frame, self._pending = self._pending, None
-                if frame is not None:
-                    self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
-                    self.stats.queue_depth = 0
-            if frame is not None:
-                self._process(frame)
+    # ------------------------------------------- the scheduler's side (its thread)
+    def _has_work(self) -> bool:
+        return bool(self._commands) or self._pending is not None
 
-    def _process(self, frame: Frame) -> None:
+    def _take_commands(self) -> list[_Command]:
+        """The queued commands (under _cond)."""
+        commands = list(self._commands)
+        self._commands.clear()
+        return commands
+
+    def _take_frame(self) -> Frame | None:
+        """The waiting frame, now in flight (under _cond)."""
+        frame, self._pending = self._pending, None
+        if frame is not None:
+            self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
+            self.stats.queue_depth = 0
+        return frame
+
+    def _decode_frame(self, frame: Frame) -> np.ndarray | None:
+        """The frame's RGB array, or None after rejecting the frame."""
         try:
-            rgb = self._decode(frame.payload)
-            t0 = time.perf_counter()
-            try:
-                result = self.tracker.step(rgb)
-            except FrameSizeChanged as e:
-                if self.tracker.num_objects == 0:
-                    # nothing to lose: follow the camera's new resolution
-                    self.tracker.reset()
-                    result = self.tracker.step(rgb)
-                else:
-                    raise TrackerInputError(
-                        f"frame size changed from {self._frame_wh[0]}x{self._frame_wh[1]} to "
-                        f"{rgb.shape[1]}x{rgb.shape[0]} while objects are tracked; reset the tracker to follow it"
-                    ) from e
-            step_s = time.perf_counter() - t0
-            self._frame_wh = (rgb.shape[1], rgb.shape[0])
-        except (ValueError, TrackerInputError) as e:
+            return self._decode(frame.payload)
+        except ValueError as e:
             self._fail_frame(frame, str(e))
-            return
         except Exception as e:
-            log.exception("tracker step failed")
+            log.exception("decoding a frame failed")
             self._fail_frame(frame, f"internal error: {type(e).__name__}: {e}")
-            return
+        return None
+
+    def _size_changed(self, error: FrameSizeChanged) -> TrackerInputError | None:
+        """A frame of a new size: reset this camera's tracker when it has nothing to lose
+        (returns None: step the frame again), or the error that rejects the frame."""
+        if self.tracker.num_objects == 0:
+            self.tracker.reset()  # follow the camera's new resolution
+            return None
+        (h0, w0), (h1, w1) = error.old_hw, error.new_hw
+        return TrackerInputError(f"frame size changed from {w0}x{h0} to {w1}x{h1} while objects are tracked; "
+                                 "reset the tracker to follow it")
+
+    def _finish_frame(self, frame: Frame, rgb: np.ndarray, result: FrameResult, step_s: float) -> None:
+        """After the step: bookkeeping, prompts held for this frame, publishing."""
         with self._cond:
             self.current_stamp = frame.stamp_ns
             self.current_frame = frame
@@ -431,9 +417,20 @@ class TrackerWorker:
             cmd.finish(error=f"frame {fmt_stamp(frame.stamp_ns)} was rejected: {reason}")
         self._report("frame", f"frame {fmt_stamp(frame.stamp_ns)} rejected: {reason}")
 
+    def _abort(self, reason: str) -> None:
+        """The scheduler stopped: drop the waiting frame, fail every waiting command (under _cond)."""
+        if self._pending is not None:
+            self._set_status(self._pending.stamp_ns, FrameStatus.DROPPED)
+            self._pending = None
+        self.stats.queue_depth = 0
+        for cmd in [*self._commands, *(c for cmds in self._held.values() for c in cmds)]:
+            cmd.finish(error=reason)
+        self._commands.clear()
+        self._held.clear()
+
     # ------------------------------------------------------------ reporting
     def window_stats(self, window_s: float = 5.0) -> Stats:
-        """Counters plus FPS / latency / step time over the last ``window_s`` seconds."""
+        """Counters plus FPS / latency (submit to published) / step time over the last ``window_s`` seconds."""
         now = time.perf_counter()
         with self._cond:
             s = Stats(**{k: getattr(self.stats, k) for k in ("received", "processed", "dropped", "rejected",
@@ -457,18 +454,18 @@ class TrackerWorker:
 
     # ------------------------------------------- helpers for command functions
     def frame_index_of(self, stamp_ns: int) -> int:
-        """The tracker's frame index of processed frame ``stamp_ns`` (in the history; worker thread)."""
+        """The tracker's frame index of processed frame ``stamp_ns`` (in the history; scheduler thread)."""
         with self._cond:
             if stamp_ns not in self._in_history:
                 raise CommandError(self._stamp_error(stamp_ns, self._status.get(stamp_ns)))
             return self._in_history[stamp_ns]
 
     def new_object_id(self) -> int:
-        """The lowest id above every id used since the last reset (runs on the worker thread)."""
+        """The lowest id above every id used since the last reset (scheduler thread)."""
         return max([self._next_id - 1, *self.tracker.object_ids]) + 1
 
     def note_prompt(self, object_id: int, label: str, frame_stamp: int, frame_index: int | None = None) -> None:
-        """Record a successful prompt on frame ``frame_index`` (default: the current one; worker thread)."""
+        """Record a successful prompt on frame ``frame_index`` (default: the current one; scheduler thread)."""
         with self._cond:
             info = self.objects.get(object_id)
             if info is None:
@@ -488,7 +485,7 @@ class TrackerWorker:
             self.stats.objects = self.tracker.num_objects
 
     def reset_tracker(self) -> None:
-        """Reset the tracker and everything known about objects and frames (worker thread)."""
+        """Reset the tracker and everything known about objects and frames (scheduler thread)."""
         self.tracker.reset()
         with self._cond:
             held = [c for cmds in self._held.values() for c in cmds]
@@ -508,3 +505,151 @@ class TrackerWorker:
         with self._cond:
             infos = {k: ObjectInfo(**vars(v)) for k, v in self.objects.items()}
             return self.current_stamp, self.current_result, infos
+
+
+class Scheduler:
+    """One thread that serves every camera registered on it (see the module docstring).
+
+    Args:
+        step: steps one frame of each named camera at once (``MultiTracker.step``).
+    """
+
+    def __init__(self, step: StepFn):
+        self._step = step
+        self.cond = threading.Condition()
+        self.cameras: list[CameraWorker] = []
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._turn = 0  # rotates the order in which the cameras of a round are served
+        self.rounds = 0  # rounds that stepped frames, and the frames they stepped (batch size = ratio)
+        self.frames_stepped = 0
+
+    def _add(self, camera: CameraWorker) -> None:
+        with self.cond:
+            if any(c.name == camera.name for c in self.cameras):
+                raise ValueError(f"camera {camera.name!r} is already served by this scheduler")
+            self.cameras.append(camera)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether commands are accepted (under cond)."""
+        return self._thread is not None and not self._stop
+
+    def start(self) -> None:
+        with self.cond:
+            if self._thread is not None:
+                return
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="sam2_tracker_worker", daemon=True)
+            self._thread.start()
+
+    def stop(self, reason: str = "the tracker stopped") -> None:
+        """Stop the thread (after the round it is on); fail every camera's waiting commands with ``reason``."""
+        with self.cond:
+            self._stop = True
+            self.cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self.cond:
+            self._thread = None
+            for camera in self.cameras:
+                camera._abort(reason)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self._stop and not any(c._has_work() for c in self.cameras):
+                    self.cond.wait()
+                if self._stop:
+                    return
+                k = self._turn % len(self.cameras)
+                order = self.cameras[k:] + self.cameras[:k]
+                commands = [(c, c._take_commands()) for c in order]
+            for camera, cmds in commands:  # commands first: they refer to the current frames
+                for cmd in cmds:
+                    camera._run_command(cmd)
+            # then the newest frame of every camera that has one, even if more commands came
+            # meanwhile: a stream of service calls cannot starve the tracking
+            with self.cond:
+                frames = [(c, f) for c in order if (f := c._take_frame()) is not None]
+                if frames:
+                    self._turn += 1
+            if frames:
+                self._process(frames)
+
+    def _process(self, frames: list[tuple[CameraWorker, Frame]]) -> None:
+        batch = {}
+        for camera, frame in frames:
+            rgb = camera._decode_frame(frame)
+            if rgb is not None:
+                batch[camera.name] = (camera, frame, rgb)
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        results = self._safe_step({name: rgb for name, (_, _, rgb) in batch.items()})
+        step_s = time.perf_counter() - t0
+        with self.cond:
+            self.rounds += 1
+            self.frames_stepped += len(batch)
+        for name, (camera, frame, rgb) in batch.items():
+            result = results[name]
+            if isinstance(result, FrameSizeChanged):
+                result = camera._size_changed(result) or self._safe_step({name: rgb})[name]
+            if isinstance(result, Exception):
+                camera._fail_frame(frame, str(result))
+            else:
+                camera._finish_frame(frame, rgb, result, step_s)
+
+    def _safe_step(self, frames: dict[str, np.ndarray]) -> Mapping[str, FrameResult | Exception]:
+        """``step``, with a failure of the call as every frame's error (a frame's bad input is its own)."""
+        try:
+            return self._step(frames)
+        except ValueError as e:
+            return dict.fromkeys(frames, e)
+        except Exception as e:
+            log.exception("tracker step failed")
+            return dict.fromkeys(frames, RuntimeError(f"internal error: {type(e).__name__}: {e}"))
+
+    def batch_size_mean(self) -> float:
+        """Frames per step call so far (1 with one camera; up to the number of cameras)."""
+        with self.cond:
+            return self.frames_stepped / self.rounds if self.rounds else 0.0
+
+
+def step_each(trackers: Mapping[str, Tracker], frames: dict[str, np.ndarray]) -> dict[str, FrameResult | Exception]:
+    """A :data:`StepFn` over separate trackers, one call each (no MultiTracker)."""
+    out: dict[str, FrameResult | Exception] = {}
+    for name, frame in frames.items():
+        try:
+            out[name] = trackers[name].step(frame)
+        except TrackerInputError as e:
+            out[name] = e
+    return out
+
+
+class TrackerWorker(CameraWorker):
+    """One camera with a scheduler of its own: the single-tracker API (``start`` / ``stop`` its thread)."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        decode: Callable[[Any], np.ndarray],
+        publish: Callable[[Frame, np.ndarray, FrameResult], None],
+        report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
+        history: int = 1024,
+    ):
+        name = "camera"
+        super().__init__(Scheduler(lambda frames: step_each({name: tracker}, frames)), name, tracker, decode,
+                         publish, report, history)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, reason: str = "the tracker stopped") -> None:
+        """Stop the thread (after the frame it is on); fail every waiting command with ``reason``."""
+        self.scheduler.stop(reason)
