@@ -211,14 +211,11 @@ def report(rows: list[dict], a) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing: no plot written")
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     objects = sorted({r["objects"] for r in rows})
     fig, axes = plt.subplots(1, len(objects) + 1, figsize=(4.2 * (len(objects) + 1), 3.6))
     for ax, k in zip(axes, objects):
