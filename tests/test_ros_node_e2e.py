@@ -138,6 +138,11 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
         refused("labels must be 1 (positive) or 0", object_id=1, points=points((10, 10)), labels=[3])
         refused("mask must have the frame's shape", object_id=NEW, mask=mask_msg(np.ones((10, 10), bool)))
         refused("mask encoding must be mono8", object_id=NEW, mask=image_msg(frames[0], 0))
+        # absurd sizes (docs/ROS.md "Limits"): refused with the limit named
+        refused("300 prompt points are over the limit of 256", object_id=1, points=points(*[(9, 9)] * 300),
+                labels=[1] * 300)
+        refused("label of 1048576 characters is over the limit of 256", object_id=NEW, box=[1.0, 1.0, 50.0, 50.0],
+                label="x" * 2**20)
         old = client.objects[-3].header.stamp  # frame 1: in the history, but object 1 was refined on frame 2
         refused("was prompted on frame 2, after frame 1", object_id=1, points=points((9, 9)), labels=[1], stamp=old)
         unknown = client.objects[-2].header.stamp  # between frames 2 and 3: never received

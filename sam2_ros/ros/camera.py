@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray
 from sam2_ros import detections as dets
 from sam2_ros.depth import DepthError, DepthSettings, StampPairer, object_point_cloud, objects_3d
 from sam2_ros.errors import TrackerInputError
+from sam2_ros.limits import check_label, check_points
 from sam2_ros.outputs import MAX_LABEL_ID
 from sam2_ros.ros import convert as rc
 from sam2_ros.ros import vision as rv
@@ -235,7 +236,17 @@ class CameraChannel:
             self._count("detections_refused_unknown_stamp", warn="detections refused: a zero stamp names no image "
                         "(stamp the detections with the header of the image the detector saw)")
             return
+        max_boxes = self._param("detection_prompts.max_boxes")
+        if len(msg.detections) > max_boxes:  # before converting a single box
+            self._count("detections_refused_too_many_boxes", len(msg.detections),
+                        warn=f"detections refused: {len(msg.detections)} boxes in one message, more than "
+                             f"detection_prompts.max_boxes={max_boxes}")
+            return
         boxes = rv.detections_from_msg(msg)
+        bad = next((why for b in boxes if (why := check_label(b.class_id))), None)
+        if bad:
+            self._count("detections_refused_bad_label", warn=f"detections refused: class id: {bad}")
+            return
 
         def apply(w: CameraWorker, frame_stamp: int):
             return _apply_detections(w, assoc, frame_stamp, boxes, self.max_objects)
@@ -504,6 +515,9 @@ def parse_prompt(req: AddPrompt.Request) -> dict:
         raise ValueError(f"object_id must be <= {MAX_LABEL_ID} (the label image and label_info hold ids as 16-bit "
                          f"values), got {oid}")
     n_pts, n_lab = len(req.points), len(req.labels)
+    for why in (check_points(max(n_pts, n_lab)), check_label(req.label)):
+        if why:
+            raise ValueError(why)
     if n_pts != n_lab:
         raise ValueError(f"points and labels must have the same length, got {n_pts} points and {n_lab} labels")
     points = labels = None
