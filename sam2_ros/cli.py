@@ -10,9 +10,13 @@ official ``sam2`` package) lazily, so the runtime runs on a robot without PyTorc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,31 +159,38 @@ def cmd_track(args) -> int:
         return _die("--bag needs --topic: the image topic to track (sensor_msgs/msg/Image or CompressedImage)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # stats.json is the run's completion mark: written last, atomically; a run that fails or is
+    # killed leaves none (each other output is staged and moved into place whole)
+    (out / "stats.json").unlink(missing_ok=True)
     writer = None
     try:
-        prompts = load_prompts(args.prompts)
-        if args.bag is not None:
-            run, inputs, tracker = _track_bag(args, prompts, out)
-        else:
-            require_frames(prompts, f"video {args.video}")
-            inputs = {"video": str(args.video)}
-            tracker = _open_tracker(args)
+        with _sigterm_as_exit():
+            prompts = load_prompts(args.prompts)
+            if args.bag is not None:
+                run, inputs, tracker = _track_bag(args, prompts, out)
+            else:
+                require_frames(prompts, f"video {args.video}")
+                inputs = {"video": str(args.video)}
+                tracker = _open_tracker(args)
 
-            def on_frame(i, frame, res):
-                nonlocal writer
-                if writer is None:
-                    writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
-                writer.write(frame, res.masks, res.object_ids)
+                def on_frame(i, frame, res):
+                    nonlocal writer
+                    if writer is None:
+                        writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
+                    writer.write(frame, res.masks, res.object_ids)
 
-            frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
-            # masks go to disk frame by frame: memory stays flat however long the clip
-            with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
-                run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
+                frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
+                # masks go to disk frame by frame: memory stays flat however long the clip
+                with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
+                    run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
+                if writer is not None:
+                    writer, done = None, writer
+                    done.close()
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
     finally:
-        if writer is not None:
-            writer.close()
+        if writer is not None:  # the run failed or was stopped: no overlay
+            writer.abort()
     stats = {
         "frames": len(run.frame_seconds), "objects": len(run.object_ids), "backend": args.backend,
         "fps": round(run.fps, 3), "engines": str(args.engines), **inputs,
@@ -188,9 +199,33 @@ def cmd_track(args) -> int:
         "corrections_as_conditioning": tracker.corrections_as_conditioning,
         "history_frames": tracker.history_frames,
     }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    tmp = out / "stats.json.tmp"
+    tmp.write_text(json.dumps(stats, indent=2))
+    os.replace(tmp, out / "stats.json")
     print(json.dumps(stats))
     return 0
+
+
+#: Exit status of ``track`` stopped by SIGTERM (128 + 15, as a shell reports a process it killed).
+SIGTERM_EXIT = 143
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit(143) in the main thread, so that outputs being written are dropped
+    (their context managers abort) instead of left half-written; the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(SIGTERM_EXIT)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _track_bag(args, prompts, out: Path):
