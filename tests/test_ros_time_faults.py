@@ -137,3 +137,32 @@ def test_a_burst_of_1000_frames_processes_the_newest_and_counts_every_frame(back
         consistent(worker)
     finally:
         worker.stop()
+
+
+def test_a_restart_of_one_camera_leaves_the_others_alone(backend, frames):  # noqa: F811
+    """Two cameras on one scheduler over a MultiTracker: camera a loops (reset, counted), camera
+    b keeps its object, frame count and stamps."""
+    from sam2_ros.multi_tracker import MultiTracker
+    from sam2_ros.ros.worker import CameraWorker, Scheduler
+
+    multi = MultiTracker(backend, ["a", "b"], max_objects=2)
+    scheduler = Scheduler(multi.step)
+    streams = {n: GatedStream(list(frames)) for n in "ab"}
+    cams = {n: CameraWorker(scheduler, n, multi.tracker(n), s.decode, s.publish, s.report) for n, s in streams.items()}
+    scheduler.start()
+    try:
+        for n in "ab":
+            fed(streams[n], cams[n], [(1 * S, 0), (3 * S, 1)], 0)
+            assert cams[n].call(click(1), LATEST, 30)[2] == [1]
+        fed(streams["a"], cams["a"], [(1 * S, 2)], 2)  # a loops back to its first stamp, 2 s back
+        fed(streams["b"], cams["b"], [(4 * S, 2)], 2)
+        assert streams["a"].published[-1] == (1 * S, [], 0) and cams["a"].window_stats().stream_resets == 1
+        assert streams["b"].published[-1] == (4 * S, [1], 2) and cams["b"].window_stats().stream_resets == 0
+        assert cams["b"].call(click(2), 1 * S, 30)[:3] == (1 * S, 0, [2])  # b's history still answers by stamp
+        for cam in cams.values():
+            consistent(cam)
+    finally:
+        for s in streams.values():
+            for g in s.gates:
+                g.set()
+        scheduler.stop()
