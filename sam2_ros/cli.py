@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -144,9 +143,16 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
 
 
 def cmd_track(args) -> int:
+    """``track``: stopped by SIGTERM at any point, it exits 143 and leaves no output half-written."""
+    with _sigterm_as_exit():
+        return _track(args)
+
+
+def _track(args) -> int:
     from tqdm import tqdm
 
     from sam2_ros.errors import Sam2RosError
+    from sam2_ros.io.atomic import write_text_atomic
     from sam2_ros.io.masks_file import MasksWriter
     from sam2_ros.io.prompts_file import load_prompts, require_frames
     from sam2_ros.io.runner import run_tracker
@@ -164,28 +170,27 @@ def cmd_track(args) -> int:
     (out / "stats.json").unlink(missing_ok=True)
     writer = None
     try:
-        with _sigterm_as_exit():
-            prompts = load_prompts(args.prompts)
-            if args.bag is not None:
-                run, inputs, tracker = _track_bag(args, prompts, out)
-            else:
-                require_frames(prompts, f"video {args.video}")
-                inputs = {"video": str(args.video)}
-                tracker = _open_tracker(args)
+        prompts = load_prompts(args.prompts)
+        if args.bag is not None:
+            run, inputs, tracker = _track_bag(args, prompts, out)
+        else:
+            require_frames(prompts, f"video {args.video}")
+            inputs = {"video": str(args.video)}
+            tracker = _open_tracker(args)
 
-                def on_frame(i, frame, res):
-                    nonlocal writer
-                    if writer is None:
-                        writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
-                    writer.write(frame, res.masks, res.object_ids)
+            def on_frame(i, frame, res):
+                nonlocal writer
+                if writer is None:
+                    writer = OverlayWriter(out / "overlay.mp4", video_fps(args.video), frame.shape[:2])
+                writer.write(frame, res.masks, res.object_ids)
 
-                frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
-                # masks go to disk frame by frame: memory stays flat however long the clip
-                with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
-                    run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
-                if writer is not None:
-                    writer, done = None, writer
-                    done.close()
+            frames = tqdm(iter_frames(args.video, args.max_frames), desc="track", unit="frame")
+            # masks go to disk frame by frame: memory stays flat however long the clip
+            with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
+                run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
+            if writer is not None:
+                writer, done = None, writer
+                done.close()
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
     finally:
@@ -199,9 +204,7 @@ def cmd_track(args) -> int:
         "corrections_as_conditioning": tracker.corrections_as_conditioning,
         "history_frames": tracker.history_frames,
     }
-    tmp = out / "stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=2))
-    os.replace(tmp, out / "stats.json")
+    write_text_atomic(out / "stats.json", json.dumps(stats, indent=2))
     print(json.dumps(stats))
     return 0
 

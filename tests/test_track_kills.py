@@ -102,3 +102,18 @@ def test_a_killed_bag_track_leaves_no_bag_presented_as_complete(frames, tiny_exp
     with AnyReader([out / "bag"]) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts[stats["output_topics"]["objects"]] == 40 and counts[stats["output_topics"]["overlay"]] == 40
+
+
+def test_sigterm_while_the_engines_load_leaves_nothing(tiny_export_128, tmp_path):
+    """Stopped once the output folder exists (before the first frame): status 143, an empty folder."""
+    out, log = tmp_path / "out", tmp_path / "track.log"
+    with open(log, "w") as f:
+        proc = start("--engines", tiny_export_128, "--video", SAMPLES / "bedroom_short.mp4", "--prompts",
+                     SAMPLES / "bedroom_prompts.json", "--out", out, log=f)
+        deadline = time.monotonic() + 120
+        while not out.is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 143 and names(out) == set(), (code, names(out), log.read_text())
