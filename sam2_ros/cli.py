@@ -10,9 +10,12 @@ official ``sam2`` package) lazily, so the runtime runs on a robot without PyTorc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,9 +143,16 @@ def _open_tracker(args, num_frames: int | None = None, fill_hole_area: int | Non
 
 
 def cmd_track(args) -> int:
+    """``track``: stopped by SIGTERM at any point, it exits 143 and leaves no output half-written."""
+    with _sigterm_as_exit():
+        return _track(args)
+
+
+def _track(args) -> int:
     from tqdm import tqdm
 
     from sam2_ros.errors import Sam2RosError
+    from sam2_ros.io.atomic import write_text_atomic
     from sam2_ros.io.masks_file import MasksWriter
     from sam2_ros.io.prompts_file import load_prompts, require_frames
     from sam2_ros.io.runner import run_tracker
@@ -159,6 +169,9 @@ def cmd_track(args) -> int:
                     f"{len(args.prompts)} prompts files)" if videos else "--bag takes one --prompts")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # stats.json is the run's completion mark: written last, atomically; a run that fails or is
+    # killed leaves none (each other output is staged and moved into place whole)
+    (out / "stats.json").unlink(missing_ok=True)
     if len(videos) > 1:
         return _track_videos(args, out)
     writer = None
@@ -182,13 +195,16 @@ def cmd_track(args) -> int:
             # masks go to disk frame by frame: memory stays flat however long the clip
             with MasksWriter(out / "masks.npz", [p.object_id for p in prompts]) as masks:
                 run = run_tracker(tracker, frames, prompts, on_frame=on_frame, keep_masks=False, sink=masks.write)
+            if writer is not None:
+                writer, done = None, writer
+                done.close()
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
     finally:
-        if writer is not None:
-            writer.close()
+        if writer is not None:  # the run failed or was stopped: no overlay
+            writer.abort()
     stats = _track_stats(args, run, tracker, inputs)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text_atomic(out / "stats.json", json.dumps(stats, indent=2))
     print(json.dumps(stats))
     return 0
 
@@ -227,6 +243,7 @@ def _track_videos(args, out: Path) -> int:
 
     from sam2_ros.backends import load_backend
     from sam2_ros.errors import Sam2RosError
+    from sam2_ros.io.atomic import write_text_atomic
     from sam2_ros.io.masks_file import MasksWriter
     from sam2_ros.io.prompts_file import load_prompts, require_frames
     from sam2_ros.io.runner import run_multi_tracker
@@ -235,6 +252,7 @@ def _track_videos(args, out: Path) -> int:
 
     names = stream_names(args.video)
     videos = dict(zip(names, args.video))
+    writers: dict[str, OverlayWriter] = {}
     try:
         prompts = {s: load_prompts(p) for s, p in zip(names, args.prompts)}
         for s in names:
@@ -248,36 +266,61 @@ def _track_videos(args, out: Path) -> int:
         if args.warm_up:
             backend.warm_up(args.max_objects, args.cond_slots)
         with ExitStack() as stack:
-            writers: dict[str, OverlayWriter] = {}
-
             def on_frame(s, i, frame, res):
                 if s not in writers:
                     writers[s] = OverlayWriter(out / s / "overlay.mp4", video_fps(videos[s]), frame.shape[:2])
-                    stack.callback(writers[s].close)
                 writers[s].write(frame, res.masks, res.object_ids)
 
             sinks = {}
             for s in names:
                 (out / s).mkdir(parents=True, exist_ok=True)
+                (out / s / "stats.json").unlink(missing_ok=True)
                 sinks[s] = stack.enter_context(MasksWriter(out / s / "masks.npz", [p.object_id for p in prompts[s]])).write
             frames = {s: iter_frames(v, args.max_frames) for s, v in videos.items()}
             frames[names[0]] = tqdm(frames[names[0]], desc=f"track {len(names)} streams", unit="step")
             runs = run_multi_tracker(multi, frames, prompts, on_frame=on_frame, sinks=sinks, keep_masks=False)
+        while writers:  # each overlay moved into place whole
+            writers.popitem()[1].close()
     except (Sam2RosError, ValueError, FileNotFoundError) as e:
         return _die(str(e))
+    finally:
+        for w in writers.values():  # the run failed or was stopped: no overlays
+            w.abort()
     streams = {}
     for s in names:
         streams[s] = _track_stats(args, runs[s], multi.tracker(s), {"video": str(videos[s]), "stream": s})
-        (out / s / "stats.json").write_text(json.dumps(streams[s], indent=2))
+        write_text_atomic(out / s / "stats.json", json.dumps(streams[s], indent=2))
     total = sum(st["frames"] for st in streams.values())
     steps = max(len(r.frame_seconds) for r in runs.values())
     seconds = max(sum(r.frame_seconds) for r in runs.values())
     summary = {"streams": streams, "frames": total, "steps": steps, "fps": round(total / max(seconds, 1e-9), 3),
                "frames_per_encoder_call": multi.frames_per_call or len(names)}
-    (out / "stats.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "stats.json", json.dumps(summary, indent=2))
     print(json.dumps(summary))
     multi.close()
     return 0
+
+
+#: Exit status of ``track`` stopped by SIGTERM (128 + 15, as a shell reports a process it killed).
+SIGTERM_EXIT = 143
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit(143) in the main thread, so that outputs being written are dropped
+    (their context managers abort) instead of left half-written; the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(SIGTERM_EXIT)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _track_bag(args, prompts, out: Path):

@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from sam2_ros.errors import Sam2RosError
+from sam2_ros.limits import check_pixels
 
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 #: 1.4826 * MAD estimates the standard deviation of normally distributed values.
@@ -50,6 +51,9 @@ def depth_to_metres(data, height: int, width: int, step: int, encoding: str, is_
         raise DepthError(f"depth encoding must be one of {', '.join(DEPTH_ENCODINGS)} (REP 118), got {encoding!r}")
     if height <= 0 or width <= 0:
         raise DepthError(f"depth image has zero size ({width}x{height})")
+    too_big = check_pixels(width, height, "depth image")
+    if too_big:
+        raise DepthError(too_big)
     itemsize = 2 if encoding == "16UC1" else 4
     if step < width * itemsize:
         raise DepthError(f"depth step {step} is smaller than width x {itemsize} bytes ({width * itemsize})")

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from sam2_ros.errors import ImageConversionError
+from sam2_ros.limits import MAX_COMPRESSED_BYTES, check_pixels
 
 #: Raw (sensor_msgs/Image) encodings accepted -> (channels, OpenCV conversion to RGB or None).
 INPUT_ENCODINGS = {
@@ -29,6 +30,9 @@ def packed_pixels(data, height: int, width: int, step: int, channels: int, encod
     h, w, step = int(height), int(width), int(step)
     if h == 0 or w == 0:
         raise ImageConversionError(f"image has zero size ({w}x{h})")
+    too_big = check_pixels(w, h, f"{encoding} image".strip())
+    if too_big:
+        raise ImageConversionError(too_big)
     row = w * channels
     if step < row:
         raise ImageConversionError(
@@ -39,6 +43,11 @@ def packed_pixels(data, height: int, width: int, step: int, channels: int, encod
     if buf.size < need:
         raise ImageConversionError(
             f"truncated image data: {buf.size} bytes for {encoding} {w}x{h} with step {step} (need {need})"
+        )
+    if buf.size > step * h:
+        raise ImageConversionError(
+            f"oversized image data: {buf.size} bytes for {encoding} {w}x{h} with step {step} (at most "
+            f"step*height = {step * h})"
         )
     return np.lib.stride_tricks.as_strided(buf, shape=(h, w, channels), strides=(step, channels, 1), writeable=False)
 
@@ -61,9 +70,38 @@ def compressed_image_to_rgb(data, fmt: str) -> np.ndarray:
     buf = np.frombuffer(data, np.uint8)
     if buf.size == 0:
         raise ImageConversionError("compressed image has no data")
+    if buf.size > MAX_COMPRESSED_BYTES:
+        raise ImageConversionError(f"compressed image of {buf.size} bytes is over the limit of "
+                                   f"{MAX_COMPRESSED_BYTES} bytes (sam2_ros.limits.MAX_COMPRESSED_BYTES)")
+    wh = compressed_size(buf)
+    too_big = wh and check_pixels(*wh, f"compressed image ({fmt})")
+    if too_big:
+        raise ImageConversionError(too_big)
     im = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if im is None or im.size == 0:
         raise ImageConversionError(
             f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes): corrupt or unsupported"
         )
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+
+
+def compressed_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, without decoding; None for other or broken data."""
+    head = buf[:32].tobytes()
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    data, i = buf, 2
+    while i + 9 < data.size:  # walk the JPEG segments to the first frame header (SOF0..SOF15 but DHT/JPG/DAC)
+        if data[i] != 0xFF:
+            return None
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int(data[i + 2]) << 8 | int(data[i + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int(data[i + 7]) << 8 | int(data[i + 8]), int(data[i + 5]) << 8 | int(data[i + 6])
+        i += 2 + length
+    return None

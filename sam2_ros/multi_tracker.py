@@ -77,7 +77,7 @@ class MultiTracker:
                 ready.append((s, frame, self.trackers[s]._begin_frame(frame)))
             except TrackerInputError as e:
                 out[s] = e
-        per_call = self.frames_per_call or len(ready)
+        per_call = self.frames_per_call or max(len(ready), 1)  # every frame bad: no call
         for i in range(0, len(ready), per_call):
             chunk = ready[i : i + per_call]
             feats = self.backend.encode_images([image for _, _, image in chunk])

@@ -25,6 +25,7 @@ from sam2_ros.backends.base import Backend, ImageFeatures
 from sam2_ros.errors import FrameSizeChanged, TrackerInputError
 from sam2_ros.memory_bank import MemoryBank
 from sam2_ros.imaging import HostRendering, Rendering
+from sam2_ros.limits import check_pixels, check_points
 from sam2_ros.preprocess import (
     downsample_mask,
     mask_prompt_logits,
@@ -265,6 +266,9 @@ class Tracker:
             raise TrackerInputError(f"frame must be uint8 RGB, got dtype {frame.dtype}")
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
             raise TrackerInputError(f"frame must have shape [H, W, 3] with H, W >= 1, got {frame.shape}")
+        too_big = check_pixels(frame.shape[1], frame.shape[0], "frame")
+        if too_big:
+            raise TrackerInputError(too_big)
         if self._frame_hw is not None and frame.shape[:2] != self._frame_hw:
             raise FrameSizeChanged(self._frame_hw, frame.shape[:2])
 
@@ -311,6 +315,9 @@ class Tracker:
             coords.append(b.reshape(2, 2))
             labs.append(np.array([2, 3]))
         if points is not None:
+            too_many = check_points(len(points) if hasattr(points, "__len__") else 0)
+            if too_many:  # before any copy of a huge list
+                raise TrackerInputError(too_many)
             p = np.asarray(points, np.float64)
             lab = np.asarray(labels)
             if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:

@@ -175,6 +175,8 @@ def test_a_bad_frame_is_its_streams_error_only(tiny_export_128, clips, reference
             _script(s, t, multi.tracker(s), clips[s][t])
             _assert_same(multi.tracker(s).current_result(), reference[s][t])
     assert sizes == [3, 3, 2, 1, 2, 1, 2, 1]  # the bad stream left out of its step's batch
+    out = multi.step({s: clips[s][0][:50] for s in clips})  # every frame bad: no encoder call
+    assert all(type(e) is FrameSizeChanged for e in out.values()) and len(sizes) == 8
     with pytest.raises(TrackerInputError, match="unknown stream"):
         multi.step({"nope": clips["cups"][0]})
     multi.close()

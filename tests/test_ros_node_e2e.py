@@ -18,7 +18,8 @@ pytest.importorskip("rclpy")
 from geometry_msgs.msg import Point32  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from ros_support import REPO, Client, NodeProcess, image_msg, mask_iou, mask_of, stamp_ns, video_frames  # noqa: E402
+from ros_support import (REPO, Client, NodeProcess, image_msg, mask_iou, mask_of, set_stamp, stamp_ns,  # noqa: E402
+                          video_frames)
 from sensor_msgs.msg import Image  # noqa: E402
 
 from sam2_ros.backends import load_backend  # noqa: E402
@@ -137,6 +138,11 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
         refused("labels must be 1 (positive) or 0", object_id=1, points=points((10, 10)), labels=[3])
         refused("mask must have the frame's shape", object_id=NEW, mask=mask_msg(np.ones((10, 10), bool)))
         refused("mask encoding must be mono8", object_id=NEW, mask=image_msg(frames[0], 0))
+        # absurd sizes (docs/ROS.md "Limits"): refused with the limit named
+        refused("300 prompt points are over the limit of 256", object_id=1, points=points(*[(9, 9)] * 300),
+                labels=[1] * 300)
+        refused("label of 1048576 characters is over the limit of 256", object_id=NEW, box=[1.0, 1.0, 50.0, 50.0],
+                label="x" * 2**20)
         old = client.objects[-3].header.stamp  # frame 1: in the history, but object 1 was refined on frame 2
         refused("was prompted on frame 2, after frame 1", object_id=1, points=points((9, 9)), labels=[1], stamp=old)
         unknown = client.objects[-2].header.stamp  # between frames 2 and 3: never received
@@ -151,17 +157,17 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
                         return {kv.key: kv.value for kv in st.values}
             return {}
 
-        # stamps before the stream's: a bad frame must not look like the newest frame received, or a
-        # prompt below that overtakes its image (the held-prompt case) would be refused as too old
+        # stamps between frames 3 and 4: in order (a stamp that jumps back restarts the stream,
+        # docs/ROS.md "Time jumps"), and older than every frame still to come
         bad_images = []
-        m = image_msg(frames[4], S // 10, "rgb8")
+        m = image_msg(frames[4], stamp(3) + S // 10, "rgb8")
         m.encoding = "16UC1"
         bad_images.append((m, "unsupported image encoding '16UC1'"))
-        m = image_msg(frames[4], 2 * S // 10, "rgb8")
+        m = image_msg(frames[4], stamp(3) + 2 * S // 10, "rgb8")
         m.data = m.data[: len(m.data) // 2]
         bad_images.append((m, "truncated image data"))
         m = Image(encoding="rgb8")
-        m.header.stamp.nanosec = 300_000_000
+        set_stamp(m.header.stamp, stamp(3) + 3 * S // 10)
         bad_images.append((m, "zero size"))
         for n, (m, error) in enumerate(bad_images, start=1):
             client.image_pub.publish(m)
@@ -218,11 +224,26 @@ def test_node_matches_the_tracker_core_and_survives_bad_input(tiny_export_256, f
         ref.reset()
         msg9 = step(9)
         assert msg9.frame_index == 0 and list(msg9.objects) == []
+        reply = add(object_id=NEW, box=[300.0, 20.0, 470.0, 150.0])
+        check_reply(reply, ref.add_prompt(1, box=[300, 20, 470, 150]), 9)
+
+        # ------------------------------------------------ the stream loops: a duplicate, then stamps jump back
+        client.image_pub.publish(image_msg(frames[9], stamp(9)))  # duplicate: rejected
+        client.wait_for(lambda: diag_values().get("frames_duplicate_stamp") == "1", 30, "the duplicate rejected")
+        seen = len(client.objects)
+        client.image_pub.publish(image_msg(frames[0], stamp(0)))  # 9 s back: a new stream, the camera reset
+        client.wait_for(lambda: len(client.objects) > seen, 60, "the first frame of the new stream")
+        ref.reset()
+        assert_frame_matches(client.objects[-1], ref.step(frames[0]), 0)
+        assert client.objects[-1].frame_index == 0 and list(client.objects[-1].objects) == []
+        refused("received before the stream restarted", object_id=NEW, box=[1.0, 1.0, 50.0, 50.0],
+                stamp=image_msg(frames[5], stamp(5)).header.stamp)  # a frame of the first loop
+        client.wait_for(lambda: diag_values().get("stream_resets") == "1", 30, "stream_resets")
 
         values = diag_values()
-        client.wait_for(lambda: diag_values().get("frames_processed") == str(N_FRAMES), 30, "diagnostics")
+        client.wait_for(lambda: diag_values().get("frames_processed") == str(N_FRAMES + 1), 30, "diagnostics")
         values = diag_values()
-        assert values["backend"] == "onnxruntime" and values["frames_rejected"] == "3"
+        assert values["backend"] == "onnxruntime" and values["frames_rejected"] == "4"
         assert values["state"] == "active" and float(values["latency_mean_ms"]) > 0
     finally:
         client.close()

@@ -249,3 +249,17 @@ def test_empty_prompt_fields_mean_none(backend, frames):
     assert np.array_equal(ra.low_res_logits, rb.low_res_logits) and np.array_equal(ra.masks, rb.masks)
     rc = c.add_prompt(1, points=np.zeros((0, 2)), labels=np.zeros(0, int), box=[600, 250, 800, 450])
     assert np.array_equal(ra.low_res_logits, rc.low_res_logits)
+
+
+def test_absurd_sizes_are_refused_with_the_limit_named(shared):
+    """A prompt of a million points (array or list) and a 16k x 16k frame: refused before any
+    copy or inference (sam2_ros.limits), the state untouched."""
+    snap = snapshot(shared)
+    n = 1_000_000
+    for points, labels in ((np.zeros((n, 2)), np.ones(n, int)), ([[1.0, 1.0]] * n, [1] * n)):
+        with pytest.raises(TrackerInputError, match=f"{n} prompt points are over the limit of 256 per prompt"):
+            shared.add_prompt(1, points=points, labels=labels)
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (16384, 16384, 3))  # no 768 MiB behind it
+    with pytest.raises(TrackerInputError, match="frame of 16384x16384 = 268.4 megapixels is over the limit of 50"):
+        shared.step(huge)
+    assert_unchanged(shared, snap)

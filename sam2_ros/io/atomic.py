@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import TracebackType
 
 
@@ -23,3 +25,15 @@ class AtomicOutput:
             self.close()
         else:
             self.abort()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``path`` whole or not at all: a sibling ``.tmp`` file moved into place (removed on failure)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

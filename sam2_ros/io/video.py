@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 
+from sam2_ros.io.atomic import AtomicOutput
 from sam2_ros.palette import object_color
 
 
@@ -52,17 +54,28 @@ def overlay(frame_rgb: np.ndarray, masks: np.ndarray, object_ids: list[int], alp
     return out.astype(np.uint8)
 
 
-class OverlayWriter:
-    """Writes an MP4 of frames with their masks blended in."""
+class OverlayWriter(AtomicOutput):
+    """Writes an MP4 of frames with their masks blended in, beside ``path`` until :meth:`close`
+    moves it there: a run that fails or is killed leaves no truncated video at ``path``."""
 
     def __init__(self, path: str | Path, fps: float, frame_hw: tuple[int, int]):
         h, w = frame_hw
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        self.path = Path(path)
+        self._staging = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")  # OpenCV needs the suffix
+        self.writer = cv2.VideoWriter(str(self._staging), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not self.writer.isOpened():
             raise RuntimeError(f"OpenCV cannot write video {path}")
 
     def write(self, frame_rgb: np.ndarray, masks: np.ndarray, object_ids: list[int]) -> None:
         self.writer.write(cv2.cvtColor(overlay(frame_rgb, masks, object_ids), cv2.COLOR_RGB2BGR))
 
-    def close(self) -> None:
+    def close(self) -> Path:
+        """Finish the video and move it to ``path``."""
         self.writer.release()
+        os.replace(self._staging, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the video being written (an older one at ``path`` is left as it was)."""
+        self.writer.release()
+        self._staging.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray
 from sam2_ros import detections as dets
 from sam2_ros.depth import DepthError, DepthSettings, StampPairer, object_point_cloud, objects_3d
 from sam2_ros.errors import TrackerInputError
+from sam2_ros.limits import check_label, check_points
 from sam2_ros.outputs import MAX_LABEL_ID
 from sam2_ros.ros import convert as rc
 from sam2_ros.ros import vision as rv
@@ -55,13 +56,14 @@ class CameraChannel:
         self._tag = f"camera {name}: " if prefix else ""  # log messages name the camera
         self.max_objects = tracker.max_objects
         decode = rc.compressed_msg_to_rgb if self._param("image_transport") == "compressed" else rc.image_msg_to_rgb
-        self.worker = CameraWorker(scheduler, name, tracker, decode, self._publish_result, self._report)
+        self.worker = CameraWorker(scheduler, name, tracker, decode, self._publish_result, self._report,
+                                   restart_after_ns=int(round(self._param("stream_restart_threshold") * 1e9)))
         self._image_group = MutuallyExclusiveCallbackGroup()
         self.image_sub = None
         self._inputs: list = []  # subscriptions of the robot inputs (detections, clicks, depth, camera_info)
         self._counts: collections.Counter = collections.Counter()  # refused / applied robot inputs
         self._counts_lock = threading.Lock()
-        self._last_refused = self._last_rejected = 0
+        self._last_refused = self._last_rejected = self._last_resets = 0
         self._label_info_key = None
         self._last_click = -1e9
         self._intrinsics = None
@@ -169,6 +171,13 @@ class CameraChannel:
         self.worker.submit(rc.stamp_to_ns(msg.header.stamp), msg)
 
     def _report(self, kind: str, message: str) -> None:
+        if kind == "restart":  # the scheduler thread, before the new stream's first frame
+            self.node.get_logger().warning(self._tag + message)
+            if self._associator is not None:
+                self._associator.reset()
+            if self._pairer is not None:
+                self._pairer.clear()
+            return
         self.node.get_logger().error(self._tag + message, throttle_duration_sec=5.0)
 
     def _warn(self, message: str, **kwargs) -> None:
@@ -227,7 +236,17 @@ class CameraChannel:
             self._count("detections_refused_unknown_stamp", warn="detections refused: a zero stamp names no image "
                         "(stamp the detections with the header of the image the detector saw)")
             return
+        max_boxes = self._param("detection_prompts.max_boxes")
+        if len(msg.detections) > max_boxes:  # before converting a single box
+            self._count("detections_refused_too_many_boxes", len(msg.detections),
+                        warn=f"detections refused: {len(msg.detections)} boxes in one message, more than "
+                             f"detection_prompts.max_boxes={max_boxes}")
+            return
         boxes = rv.detections_from_msg(msg)
+        bad = next((why for b in boxes if (why := check_label(b.class_id))), None)
+        if bad:
+            self._count("detections_refused_bad_label", warn=f"detections refused: class id: {bad}")
+            return
 
         def apply(w: CameraWorker, frame_stamp: int):
             return _apply_detections(w, assoc, frame_stamp, boxes, self.max_objects)
@@ -350,9 +369,12 @@ class CameraChannel:
         status = DiagnosticStatus(name=f"{node_name}: {self.name}" if self.prefix else f"{node_name}: tracker",
                                   hardware_id=common["backend"])
         new_rejects = s.rejected - self._last_rejected
-        self._last_rejected = s.rejected
+        new_resets = s.stream_resets - self._last_resets
+        self._last_rejected, self._last_resets = s.rejected, s.stream_resets
         if state != "active":
             status.level, status.message = DiagnosticStatus.OK, state
+        elif new_resets:
+            status.level, status.message = DiagnosticStatus.WARN, f"stream restarted {new_resets}x (stamps jumped back)"
         elif new_rejects:
             status.level, status.message = DiagnosticStatus.WARN, f"{new_rejects} frames rejected: {s.last_error}"
         elif s.processed == 0:
@@ -372,6 +394,9 @@ class CameraChannel:
             "frames_processed": str(s.processed),
             "frames_dropped": str(s.dropped),
             "frames_rejected": str(s.rejected),
+            "frames_out_of_order": str(s.out_of_order),
+            "frames_duplicate_stamp": str(s.duplicate_stamps),
+            "stream_resets": str(s.stream_resets),
             "queue_depth": str(s.queue_depth),
             "objects": str(s.objects),
             "max_objects": str(self.max_objects),
@@ -490,6 +515,9 @@ def parse_prompt(req: AddPrompt.Request) -> dict:
         raise ValueError(f"object_id must be <= {MAX_LABEL_ID} (the label image and label_info hold ids as 16-bit "
                          f"values), got {oid}")
     n_pts, n_lab = len(req.points), len(req.labels)
+    for why in (check_points(max(n_pts, n_lab)), check_label(req.label)):
+        if why:
+            raise ValueError(why)
     if n_pts != n_lab:
         raise ValueError(f"points and labels must have the same length, got {n_pts} points and {n_lab} labels")
     points = labels = None

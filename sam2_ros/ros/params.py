@@ -308,6 +308,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         float_range=(0.0, 60.0),
     ),
     ParamSpec(
+        "stream_restart_threshold", 1.0,
+        "Seconds: an image stamped more than this before the newest image received restarts the camera's "
+        "stream (a looping rosbag, a simulator clock reset): the camera is reset (objects dropped, logged, "
+        "counted in stream_resets). An image with the newest stamp again, or at most this much older, is "
+        "rejected (frames_duplicate_stamp, frames_out_of_order).",
+        float_range=(0.0, 3600.0),
+    ),
+    ParamSpec(
         "diagnostics_period", 1.0, "Seconds between two /diagnostics messages.",
         float_range=(0.05, 60.0),
     ),

@@ -28,6 +28,15 @@ thread for every camera, prompts by stamp.
   received (the request overtook its image): held until that frame arrives (fails when a
   newer frame arrives first); a processed frame older than the history, or an unknown
   stamp: a clear error (naming the oldest stamp still in the history).
+- Stamps (:meth:`CameraWorker.submit`): a camera's stamps must increase. A frame stamped more
+  than ``restart_after_ns`` before the newest frame received is the start of a new stream (a
+  rosbag that loops, a simulator clock reset): the camera is reset (objects dropped, ids from 1,
+  ``stream_resets`` counted and reported) before that frame is processed; every command still
+  waiting fails, and a stamp of the old stream that the new one has not sent again is refused
+  (it cannot be told apart from the new stream's frame). A frame with the newest stamp again
+  (a duplicate) or a step back of at most ``restart_after_ns`` is rejected (counted, with the
+  reason) and leaves the waiting frame and the history alone. Unstamped frames (stamp 0) are
+  outside this order.
 - :class:`TrackerWorker`: one camera with a scheduler of its own (the single-tracker API).
 """
 
@@ -69,6 +78,7 @@ class FrameStatus(enum.Enum):
     DROPPED = "dropped because a newer frame arrived while the tracker was busy"
     FAILED = "rejected"
     STALE = "processed before the last reset"
+    BEFORE_RESTART = "received before the stream restarted (its stamps jumped back)"
 
 
 @dataclass
@@ -76,6 +86,8 @@ class Frame:
     stamp_ns: int
     payload: Any  # whatever ``decode`` understands (a ROS image message in the node)
     received: float  # time.perf_counter() at submit
+    epoch: int = 0  # the camera's stream (counts restarts) when the frame came
+    restart: str = ""  # why the camera must be reset before this frame (the first frame of a new stream)
 
 
 @dataclass
@@ -113,8 +125,11 @@ class Stats:
     received: int = 0
     processed: int = 0
     dropped: int = 0
-    rejected: int = 0
+    rejected: int = 0  # frames refused (bad image, size, stamp order), each counted once
     queue_depth: int = 0
+    stream_resets: int = 0  # restarts of the stream (stamps jumped back by more than the threshold)
+    out_of_order: int = 0  # frames rejected for a stamp behind the newest (by at most the threshold)
+    duplicate_stamps: int = 0  # frames rejected for repeating the newest stamp
     objects: int = 0
     last_error: str = ""
     # over the last window (see CameraWorker.window_stats)
@@ -123,6 +138,10 @@ class Stats:
     latency_max_ms: float = 0.0
     step_mean_ms: float = 0.0
 
+
+#: The counters of :class:`Stats` (the rest is computed over a window).
+COUNTERS = ("received", "processed", "dropped", "rejected", "queue_depth", "stream_resets", "out_of_order",
+            "duplicate_stamps", "objects", "last_error")
 
 #: A scheduler's step: {camera: RGB frame} -> {camera: its result, or the exception of its frame}
 #: (``MultiTracker.step``: every camera of a round in one call).
@@ -145,6 +164,8 @@ class CameraWorker:
         report: called with (kind, message) for problems that have no caller to answer
             (bad frames: kind "frame"; publishing failures: "publish").
         history: how many recent frame stamps are remembered to answer prompts by stamp.
+        restart_after_ns: a frame stamped more than this before the newest one received
+            restarts the stream (see the module docstring); closer ones are rejected.
     """
 
     def __init__(
@@ -156,6 +177,7 @@ class CameraWorker:
         publish: Callable[[Frame, np.ndarray, FrameResult], None],
         report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
         history: int = 1024,
+        restart_after_ns: int = 1_000_000_000,
     ):
         self.name = name
         self.scheduler = scheduler
@@ -172,7 +194,9 @@ class CameraWorker:
         # stamp -> frame index of the frames in the tracker's history (the last history_frames
         # processed frames), oldest first
         self._in_history: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._newest_received: int | None = None  # largest stamp submitted
+        self._newest_received: int | None = None  # largest stamp submitted (in this stream)
+        self.restart_after_ns = int(restart_after_ns)
+        self._epoch = 0  # streams restarted so far (frames of an older one are stale)
         # state read by other threads (under _cond)
         self.current_stamp: int | None = None  # stamp of the tracker's current frame
         self.current_result: FrameResult | None = None
@@ -189,32 +213,82 @@ class CameraWorker:
 
     # ---------------------------------------------------------------- input
     def submit(self, stamp_ns: int, payload: Any) -> None:
-        """Offer a frame; replaces (drops) a frame that is still waiting. Never blocks on inference."""
+        """Offer a frame; replaces (drops) a frame that is still waiting. Never blocks on inference.
+
+        A stamp behind the newest one restarts the stream or is rejected (module docstring)."""
         frame = Frame(stamp_ns, payload, time.perf_counter())
-        dropped_cmds: list[_Command] = []
+        failed: list[tuple[_Command, str]] = []
+        refused = ""
         with self._cond:
             self.stats.received += 1
-            if self._newest_received is None or stamp_ns > self._newest_received:
-                # commands held for stamps between the previous newest frame and this one
-                # wait for frames that will not come
-                for s in [s for s in self._held if s < stamp_ns and s not in self._status]:
-                    for cmd in self._held.pop(s):
-                        cmd.finish(error=f"no frame with stamp {fmt_stamp(s)} arrived: frame "
-                                         f"{fmt_stamp(stamp_ns)} came after it")
-                self._newest_received = stamp_ns
-            if self._pending is not None:
-                old = self._pending.stamp_ns
-                self.stats.dropped += 1
-                self._set_status(old, FrameStatus.DROPPED)
-                if old != stamp_ns:
-                    dropped_cmds = self._held.pop(old, [])
-            self._pending = frame
-            self.stats.queue_depth = 1
-            self._set_status(stamp_ns, FrameStatus.PENDING)
-            self._cond.notify_all()
-        for cmd in dropped_cmds:
-            cmd.finish(error=f"frame {fmt_stamp(cmd.stamp_ns)} was {FrameStatus.DROPPED.value}; "
-                             "prompt again with stamp 0 (latest) or a newer frame's stamp")
+            newest = self._newest_received
+            back = None if newest is None or stamp_ns == LATEST else newest - stamp_ns  # >= 0: not newer
+            if back is not None and 0 <= back <= self.restart_after_ns:
+                refused = self._refuse_order(stamp_ns, newest)
+            else:
+                if back is not None and back > 0:
+                    frame.restart, failed = self._restart(stamp_ns, newest)
+                self._accept(frame, failed)
+        if refused:
+            self._report("frame", f"frame {fmt_stamp(stamp_ns)} rejected: {refused}")
+        for cmd, error in failed:
+            cmd.finish(error=error)
+
+    def _accept(self, frame: Frame, failed: list[tuple[_Command, str]]) -> None:
+        """Put ``frame`` (newer than every frame of its stream) into the slot (under _cond); commands
+        that can no longer be served go to ``failed``."""
+        stamp_ns = frame.stamp_ns
+        frame.epoch = self._epoch
+        # commands held for stamps between the previous newest frame and this one wait for
+        # frames that will not come
+        for s in [s for s in self._held if s < stamp_ns and s not in self._status]:
+            failed += [(cmd, f"no frame with stamp {fmt_stamp(s)} arrived: frame "
+                             f"{fmt_stamp(stamp_ns)} came after it") for cmd in self._held.pop(s)]
+        if stamp_ns != LATEST:  # an unstamped frame (0) is outside the order: only stamp 0 names it
+            self._newest_received = stamp_ns
+        if self._pending is not None:
+            old = self._pending
+            self.stats.dropped += 1
+            self._set_status(old.stamp_ns, FrameStatus.DROPPED)
+            frame.restart = frame.restart or old.restart  # the reset still comes first
+            failed += [(cmd, f"frame {fmt_stamp(cmd.stamp_ns)} was {FrameStatus.DROPPED.value}; prompt again "
+                             "with stamp 0 (latest) or a newer frame's stamp") for cmd in self._held.pop(old.stamp_ns, [])]
+        self._pending = frame
+        self.stats.queue_depth = 1
+        self._set_status(stamp_ns, FrameStatus.PENDING)
+        self._cond.notify_all()
+
+    def _refuse_order(self, stamp_ns: int, newest: int) -> str:
+        """Reject a frame with the newest stamp again or a little older (under _cond); the reason."""
+        if stamp_ns == newest:
+            self.stats.duplicate_stamps += 1
+            reason = f"duplicate stamp: a frame with stamp {fmt_stamp(stamp_ns)} was already received"
+        else:
+            self.stats.out_of_order += 1
+            reason = (f"stamp {fmt_stamp(stamp_ns)} is behind the newest frame received ({fmt_stamp(newest)}) by "
+                      f"{(newest - stamp_ns) / 1e9:.3f} s, not more than the stream restart threshold of "
+                      f"{self.restart_after_ns / 1e9:.3f} s: frames out of order are not processed")
+        self.stats.rejected += 1
+        self.stats.last_error = reason
+        return reason
+
+    def _restart(self, stamp_ns: int, newest: int) -> tuple[str, list[tuple[_Command, str]]]:
+        """Stamps jumped back: a new stream (under _cond). Frames and stamps so far belong to the old
+        one; the scheduler resets the tracker before the next frame. Returns why, and the commands
+        to fail."""
+        why = (f"the stream restarted: stamp {fmt_stamp(stamp_ns)} is {(newest - stamp_ns) / 1e9:.3f} s behind the "
+               f"newest frame received ({fmt_stamp(newest)}), more than the stream restart threshold of "
+               f"{self.restart_after_ns / 1e9:.3f} s")
+        self._epoch += 1
+        self.stats.stream_resets += 1
+        failed = [(cmd, f"{why}; the camera is reset") for cmds in self._held.values() for cmd in cmds]
+        self._held.clear()
+        for stamp in self._status:
+            self._status[stamp] = FrameStatus.BEFORE_RESTART
+        self._in_history.clear()
+        self.current_stamp = self.current_frame = self.current_result = None
+        self._newest_received = None
+        return why, failed
 
     def _set_status(self, stamp_ns: int, status: FrameStatus) -> None:
         self._status[stamp_ns] = status
@@ -381,6 +455,15 @@ class CameraWorker:
     def _finish_frame(self, frame: Frame, rgb: np.ndarray, result: FrameResult, step_s: float) -> None:
         """After the step: bookkeeping, prompts held for this frame, publishing."""
         with self._cond:
+            if frame.epoch != self._epoch:  # the stream restarted meanwhile: publish it, remember nothing
+                self.stats.processed += 1
+                stale = True
+            else:
+                stale = False
+        if stale:
+            self._publish_safely(frame, rgb, result)
+            return
+        with self._cond:
             self.current_stamp = frame.stamp_ns
             self.current_frame = frame
             if result.frame_index == 0:  # a new stream (first frame, or a reset for a new size)
@@ -397,15 +480,30 @@ class CameraWorker:
         with self._cond:
             self.current_result = result
             self.stats.objects = len(result.object_ids)
+        self._publish_safely(frame, rgb, result)
+        done = time.perf_counter()
+        with self._cond:
+            self.stats.processed += 1
+            self._window.append((done, done - frame.received, step_s))
+
+    def _publish_safely(self, frame: Frame, rgb: np.ndarray, result: FrameResult) -> None:
         try:
             self._publish(frame, rgb, result)
         except Exception as e:
             log.exception("publishing failed")
             self._report("publish", f"publishing frame {fmt_stamp(frame.stamp_ns)} failed: {e}")
-        done = time.perf_counter()
+
+    def _restart_stream(self, why: str) -> None:
+        """Reset the tracker for a new stream, before its first frame (scheduler thread). Commands
+        that came after that frame (held for it, or queued) are the new stream's: kept."""
+        self.tracker.reset()
         with self._cond:
-            self.stats.processed += 1
-            self._window.append((done, done - frame.received, step_s))
+            self.objects.clear()
+            self._next_id = 1
+            self.current_stamp = self.current_frame = self.current_result = None
+            self.stats.objects = 0
+            self._forget_history()
+        self._report("restart", f"{why}: camera reset, objects dropped")
 
     def _fail_frame(self, frame: Frame, reason: str) -> None:
         with self._cond:
@@ -433,8 +531,7 @@ class CameraWorker:
         """Counters plus FPS / latency (submit to published) / step time over the last ``window_s`` seconds."""
         now = time.perf_counter()
         with self._cond:
-            s = Stats(**{k: getattr(self.stats, k) for k in ("received", "processed", "dropped", "rejected",
-                                                             "queue_depth", "objects", "last_error")})
+            s = Stats(**{k: getattr(self.stats, k) for k in COUNTERS})
             recent = [w for w in self._window if now - w[0] <= window_s]
         if recent:
             span = recent[-1][0] - recent[0][0]
@@ -585,6 +682,8 @@ class Scheduler:
     def _process(self, frames: list[tuple[CameraWorker, Frame]]) -> None:
         batch = {}
         for camera, frame in frames:
+            if frame.restart:
+                camera._restart_stream(frame.restart)
             rgb = camera._decode_frame(frame)
             if rgb is not None:
                 batch[camera.name] = (camera, frame, rgb)
@@ -642,10 +741,11 @@ class TrackerWorker(CameraWorker):
         publish: Callable[[Frame, np.ndarray, FrameResult], None],
         report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
         history: int = 1024,
+        restart_after_ns: int = 1_000_000_000,
     ):
         name = "camera"
         super().__init__(Scheduler(lambda frames: step_each({name: tracker}, frames)), name, tracker, decode,
-                         publish, report, history)
+                         publish, report, history, restart_after_ns)
 
     def start(self) -> None:
         self.scheduler.start()
