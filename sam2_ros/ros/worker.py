@@ -734,18 +734,10 @@ def step_each(trackers: Mapping[str, Tracker], frames: dict[str, np.ndarray]) ->
 class TrackerWorker(CameraWorker):
     """One camera with a scheduler of its own: the single-tracker API (``start`` / ``stop`` its thread)."""
 
-    def __init__(
-        self,
-        tracker: Tracker,
-        decode: Callable[[Any], np.ndarray],
-        publish: Callable[[Frame, np.ndarray, FrameResult], None],
-        report: Callable[[str, str], None] = lambda kind, msg: log.warning("%s: %s", kind, msg),
-        history: int = 1024,
-        restart_after_ns: int = 1_000_000_000,
-    ):
+    def __init__(self, tracker: Tracker, *args, **kwargs):
+        """``tracker`` and then :class:`CameraWorker`'s arguments after its ``tracker`` (decode, publish, ...)."""
         name = "camera"
-        super().__init__(Scheduler(lambda frames: step_each({name: tracker}, frames)), name, tracker, decode,
-                         publish, report, history, restart_after_ns)
+        super().__init__(Scheduler(lambda frames: step_each({name: tracker}, frames)), name, tracker, *args, **kwargs)
 
     def start(self) -> None:
         self.scheduler.start()
