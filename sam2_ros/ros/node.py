@@ -41,10 +41,15 @@ docs/ROS.md has the parameters and command-line and Python examples.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
+import os
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
 import rclpy
@@ -55,6 +60,7 @@ from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import ReliabilityPolicy
 
 from sam2_ros.errors import EngineError, TrackerInputError
@@ -67,6 +73,8 @@ from sam2_ros.ros.worker import CameraWorker, Scheduler
 #: the tracker (held prompts), so at most ``EXECUTOR_THREADS - 2`` of them wait at once; the image
 #: callbacks and the lifecycle/diagnostics callbacks always find a free thread.
 EXECUTOR_THREADS = 6
+#: Service calls that may wait for the tracker at once.
+MAX_WAITING_CALLS = EXECUTOR_THREADS - 2
 #: The MultiTracker stream of the single-camera node (no ``cameras``; its topics have no prefix).
 SINGLE_CAMERA = "camera"
 
@@ -76,11 +84,14 @@ def _logged_transition(fn):
 
     @functools.wraps(fn)
     def wrapper(self, state):
-        try:
-            return fn(self, state)
-        except Exception as e:
-            self.get_logger().error(f"{fn.__name__} failed: {type(e).__name__}: {e}")
-            raise
+        with self.transition_lock:  # held by the shutdown once it starts (main)
+            if self.shutting_down:  # a transition asked for as the node ends: nothing to do
+                return TransitionCallbackReturn.FAILURE
+            try:
+                return fn(self, state)
+            except Exception as e:
+                self.get_logger().error(f"{fn.__name__} failed: {type(e).__name__}: {e}")
+                raise
 
     return wrapper
 
@@ -94,7 +105,7 @@ class Sam2TrackerNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self.waiting_calls = threading.BoundedSemaphore(EXECUTOR_THREADS - 2)
+        self.waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
         self.channels: list[CameraChannel] = []
         self._multi = None  # the MultiTracker over the loaded backend
         self._scheduler: Scheduler | None = None
@@ -103,6 +114,11 @@ class Sam2TrackerNode(LifecycleNode):
         self.state_label = "unconfigured"
         self._diagnostics_pub = None
         self._diag_timer = None
+        #: Held while a transition callback runs (one at a time), and by the shutdown (main).
+        self.transition_lock = threading.RLock()
+        self.shutting_down = False
+        #: Whether SIGINT / SIGTERM end the process at once while engines load (main() sets it).
+        self.signals_end_loading = False
 
     # the single camera's parts (tests, tools): the first channel's
     @property
@@ -171,7 +187,8 @@ class Sam2TrackerNode(LifecycleNode):
         cameras = self.camera_names()
         engine = None
         try:
-            engine = load_backend(engine_dir, backend, **options)  # once, for every camera
+            with self._signals_end_process():
+                engine = load_backend(engine_dir, backend, **options)  # once, for every camera
             multi = MultiTracker(
                 engine, cameras or [SINGLE_CAMERA],
                 max_objects=self._param("max_objects"),
@@ -213,6 +230,12 @@ class Sam2TrackerNode(LifecycleNode):
             f"{first.history_frames} frames"
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _signals_end_process(self):
+        """While engines load, SIGINT and SIGTERM take their default action (the process ends at
+        once, status -2 / -15) when ``signals_end_loading``: creating an ONNX Runtime session holds
+        Python's GIL for up to a second, so no Python signal handler could run before it is done."""
+        return _default_signal_action() if self.signals_end_loading else contextlib.nullcontext()
 
     @staticmethod
     def _close_engine(engine) -> None:
@@ -260,11 +283,11 @@ class Sam2TrackerNode(LifecycleNode):
         self._cleanup()
         return TransitionCallbackReturn.SUCCESS
 
-    def _deactivate(self) -> None:
+    def _deactivate(self, reason: str = "the node was deactivated") -> None:
         for channel in self.channels:
             channel.unsubscribe()
         if self._scheduler is not None:
-            self._scheduler.stop("the node was deactivated")
+            self._scheduler.stop(reason)
             self.state_label = "inactive"
 
     def _cleanup(self) -> None:
@@ -314,21 +337,42 @@ def release_freed_memory() -> None:
         pass
 
 
-#: Longest wait of the main loop before it checks for shutdown again (seconds).
-SPIN_PERIOD = 0.25
+@contextlib.contextmanager
+def _default_signal_action():
+    """SIGINT and SIGTERM end the process (their default action, in C: no GIL needed) inside the
+    block; the previous handlers (Python's) after it. Any thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype, libc.signal.argtypes = ctypes.c_void_p, (ctypes.c_int, ctypes.c_void_p)
+    previous = {sig: libc.signal(sig, signal.SIG_DFL.value) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            libc.signal(sig, handler)
+            libc.siginterrupt(sig, 1)  # as Python installs its handlers: system calls are interrupted
 
 
-def spin_until_shutdown(executor: Executor, node: Node) -> None:
-    """Spin ``executor`` until its context shuts down (SIGINT / SIGTERM), in bounded waits: a
-    shutdown that lands between the executor's check of the context and its wait is then seen
-    within SPIN_PERIOD instead of never.
+#: Longest wait of the main loop before it checks for a shutdown request again (seconds).
+SPIN_PERIOD = 0.1
+#: How long a shutdown waits for a transition in progress before it ends the process without it
+#: (seconds): activate, deactivate and cleanup take less; configure loads engines for a second or
+#: more, and each ONNX Runtime session it creates holds Python's GIL throughout (up to 0.8 s for
+#: the image encoder here), so the signal itself is only handled between two sessions.
+TRANSITION_GRACE = 0.2
+#: How long a shutdown lets the service calls it aborted send their replies (seconds).
+REPLY_GRACE = 0.5
+
+
+def spin_until_shutdown(executor: Executor, node: Node, stop: threading.Event | None = None) -> None:
+    """Spin ``executor`` until ``stop`` is set (SIGINT / SIGTERM: :func:`install_signal_handlers`)
+    or its context shuts down, in waits of at most SPIN_PERIOD.
 
     A callback that outlived its entity (a service call answered just after ``cleanup``
     destroyed the service, a diagnostics message published as its publisher went) fails with
     InvalidHandle in the executor: that reply or message is lost, as any request to a destroyed
     service is, and the node goes on (rclpy would raise it here and end the process).
     """
-    while executor.context.ok():
+    while executor.context.ok() and not (stop is not None and stop.is_set()):
         try:
             executor.spin_once(timeout_sec=SPIN_PERIOD)
         except InvalidHandle as e:
@@ -336,33 +380,83 @@ def spin_until_shutdown(executor: Executor, node: Node) -> None:
                                       f"lifecycle transition meanwhile ({e})", throttle_duration_sec=5.0)
 
 
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` (the main loop then shuts the node down while the ROS
+    context is still valid: calls waiting for the tracker are answered, the frame in flight is
+    published); a second signal ends the process at once (status 128 + signal)."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _autostart(node: Sam2TrackerNode) -> None:
+    """Configure and activate (a thread of its own: the main loop spins and hears signals meanwhile)."""
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().error("autostart: configure failed; fix the parameters and configure again "
+                                "(ros2 lifecycle set /sam2_tracker configure)")
+    elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().error("autostart: activate failed")
+
+
+def shut_down(node: Sam2TrackerNode, executor: Executor) -> None:
+    """Stop the tracking, answer the waiting calls, release the engines, end ROS; in about a
+    frame's step. A transition still running after TRANSITION_GRACE (configure loading ONNX
+    Runtime sessions, which cannot be interrupted) is not waited for: the process ends at once
+    (status 0), leaving nothing behind (configure writes no file)."""
+    if not node.transition_lock.acquire(timeout=TRANSITION_GRACE):
+        node.get_logger().warning("shutting down during a lifecycle transition (loading engines?): exiting "
+                                  "without waiting for it")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    try:
+        node.shutting_down = True
+        node._deactivate("the node is shutting down")  # answers the calls waiting for the tracker
+        _wait_for_calls(node, REPLY_GRACE)
+        node._cleanup()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+    finally:
+        node.transition_lock.release()
+        rclpy.try_shutdown()
+
+
+def _wait_for_calls(node: Sam2TrackerNode, timeout: float) -> None:
+    """Wait until no service call holds a place among the waiting ones (their replies then go out
+    before the services are destroyed); keeps the places: no call waits from now on."""
+    deadline = time.monotonic() + timeout
+    for _ in range(MAX_WAITING_CALLS):
+        if not node.waiting_calls.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            return
+
+
 def main(args=None) -> int:
     """Entry point of ``ros2 run sam2_ros sam2_tracker`` and ``sam2-ros node``."""
-    rclpy.init(args=args)
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)  # ours: shut down in order
+    install_signal_handlers(stop)
     node = Sam2TrackerNode()
+    node.signals_end_loading = True
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + max(len(node.camera_names()) - 1, 0))
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: configure failed; fix the parameters and configure again "
-                                        "(ros2 lifecycle set /sam2_tracker configure)")
-            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: activate failed")
-        spin_until_shutdown(executor, node)
+            threading.Thread(target=_autostart, args=(node,), name="sam2_tracker_autostart", daemon=True).start()
+        spin_until_shutdown(executor, node, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:  # noqa: BLE001
-        # SIGTERM (launch, systemd) shuts the context down under a spinning executor, which can
-        # then fail with "context is not valid" instead of ExternalShutdownException: a clean stop.
+        # a context shut down from outside under a spinning executor can fail with "context is
+        # not valid" instead of ExternalShutdownException: a clean stop.
         if rclpy.ok():
             raise
     finally:
-        node._deactivate()
-        node._cleanup()
-        executor.shutdown(timeout_sec=5.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        shut_down(node, executor)
     return 0
 
 
