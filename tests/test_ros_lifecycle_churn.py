@@ -266,6 +266,51 @@ def test_lifecycle_churn_with_streaming_and_service_calls(tiny_export_128, share
         node.stop()
 
 
+def test_a_reply_to_a_service_destroyed_meanwhile_does_not_end_the_node():
+    """Regression: cleanup destroying a service while a call to it was being answered ended the
+    node process (rclpy raised InvalidHandle out of ``spin_once``, main() re-raised it)."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from sam2_ros.ros.node import spin_until_shutdown
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    server = rclpy.create_node("destroyed_service_server", context=ctx)
+    client = rclpy.create_node("destroyed_service_client", context=ctx)
+    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    stop = threading.Event()
+    try:
+        def answer_after_destroying(request, response):  # what a cleanup does during a call
+            server.destroy_service(doomed)
+            response.success = True
+            return response
+
+        doomed = server.create_service(Reset, "doomed", answer_after_destroying)
+        kept = server.create_service(ListObjects, "kept", lambda req, resp: setattr(resp, "success", True) or resp)
+        for n in (server, client):
+            executor.add_node(n)
+        spinner = threading.Thread(target=spin_until_shutdown, args=(executor, server, stop), daemon=True)
+        spinner.start()
+        doomed_cli, kept_cli = client.create_client(Reset, "doomed"), client.create_client(ListObjects, "kept")
+        assert doomed_cli.wait_for_service(timeout_sec=10) and kept_cli.wait_for_service(timeout_sec=10)
+        doomed_cli.call_async(Reset.Request())  # its reply cannot go out: the service is gone
+        deadline = time.monotonic() + 10
+        while doomed in server.services and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert doomed not in server.services
+        time.sleep(3 * 0.1)  # a few more rounds of the loop, which sees the failed callback
+        assert spinner.is_alive()
+        answers = [timed_call(kept_cli, ListObjects.Request(), 5.0)[1] for _ in range(3)]
+        assert any(a is not None and a.success for a in answers), "the node stopped answering"
+    finally:
+        stop.set()
+        executor.shutdown()
+        for n in (server, client):
+            n.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
 # ----------------------------------------------------------------------------------- signals
 #: Longest time from SIGINT / SIGTERM to the end of the node process, in any state (seconds).
 SHUTDOWN_S = 1.0
@@ -330,6 +375,9 @@ def test_signal_ends_the_node_within_a_second_in_any_state(state, sig, tiny_expo
             raise AssertionError(f"{sig.name} in state {state}: still running after 20 s\n{node.log()[-3000:]}")
         took = time.monotonic() - t0
         print(f"\n{sig.name} {state}: exit {code} after {took:.3f} s")
+        if state == "active_busy":  # the prompt that waited was answered before the node went
+            assert future.done() and not future.result().success, node.log()[-3000:]
+            assert "the node is shutting down" in future.result().message
         log = node.log()
         # while engines load the signal takes its default action (the ONNX Runtime session being
         # created holds the GIL): the process ends at once, killed by it

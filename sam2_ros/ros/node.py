@@ -73,8 +73,6 @@ from sam2_ros.ros.worker import CameraWorker, Scheduler
 #: the tracker (held prompts), so at most ``EXECUTOR_THREADS - 2`` of them wait at once; the image
 #: callbacks and the lifecycle/diagnostics callbacks always find a free thread.
 EXECUTOR_THREADS = 6
-#: Service calls that may wait for the tracker at once.
-MAX_WAITING_CALLS = EXECUTOR_THREADS - 2
 #: The MultiTracker stream of the single-camera node (no ``cameras``; its topics have no prefix).
 SINGLE_CAMERA = "camera"
 
@@ -105,7 +103,7 @@ class Sam2TrackerNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self.waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
+        self.waiting_calls = threading.BoundedSemaphore(EXECUTOR_THREADS - 2)
         self.channels: list[CameraChannel] = []
         self._multi = None  # the MultiTracker over the loaded backend
         self._scheduler: Scheduler | None = None
@@ -359,7 +357,8 @@ SPIN_PERIOD = 0.1
 #: more, and each ONNX Runtime session it creates holds Python's GIL throughout (up to 0.8 s for
 #: the image encoder here), so the signal itself is only handled between two sessions.
 TRANSITION_GRACE = 0.2
-#: How long a shutdown lets the service calls it aborted send their replies (seconds).
+#: How long a shutdown lets the callbacks in progress (service calls it aborted) finish and send
+#: their replies (seconds).
 REPLY_GRACE = 0.5
 
 
@@ -417,7 +416,7 @@ def shut_down(node: Sam2TrackerNode, executor: Executor) -> None:
     try:
         node.shutting_down = True
         node._deactivate("the node is shutting down")  # answers the calls waiting for the tracker
-        _wait_for_calls(node, REPLY_GRACE)
+        _wait_for_callbacks(executor, REPLY_GRACE)
         node._cleanup()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
@@ -426,13 +425,15 @@ def shut_down(node: Sam2TrackerNode, executor: Executor) -> None:
         rclpy.try_shutdown()
 
 
-def _wait_for_calls(node: Sam2TrackerNode, timeout: float) -> None:
-    """Wait until no service call holds a place among the waiting ones (their replies then go out
-    before the services are destroyed); keeps the places: no call waits from now on."""
-    deadline = time.monotonic() + timeout
-    for _ in range(MAX_WAITING_CALLS):
-        if not node.waiting_calls.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            return
+def _wait_for_callbacks(executor: Executor, timeout: float) -> None:
+    """Wait (at most ``timeout``) until the callbacks in progress are done, their replies sent.
+
+    ``Executor.shutdown(timeout_sec)`` is documented to do this; rclpy 7.1 (Jazzy) returns at once
+    (it tests the flag it has just set), so this waits on the executor's work tracker itself.
+    """
+    tracker = getattr(executor, "_work_tracker", None)
+    if tracker is not None:
+        tracker.wait(timeout)
 
 
 def main(args=None) -> int:
