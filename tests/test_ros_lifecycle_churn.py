@@ -234,8 +234,12 @@ def test_lifecycle_churn_with_streaming_and_service_calls(tiny_export_128, share
         counts = collections.Counter((c.service, c.success) for c in calls if c.latency is not None)
         print(f"{len(calls)} service calls: " + ", ".join(f"{s} {'ok' if ok else 'refused'} {n}"
                                                            for (s, ok), n in sorted(counts.items())))
-        print("answers:", collections.Counter((c.service, c.success, c.message[:60]) for c in calls))
-        print(f"lost (no answer, around a cleanup or a configure): {len(lost)}; slowest answer "
+        refusals = collections.Counter(c.message.split(":")[0][:50] for c in calls if c.latency and not c.success)
+        print("refusals:", dict(refusals.most_common(8)))
+        after_configure = sum(any(label == "configure" and s <= c.sent <= d + 1.0 for label, s, d in transitions)
+                              for c in lost)
+        print(f"lost (no answer): {len(lost)}, {after_configure} of them sent within 1 s of a configure's answer, "
+              f"the others around a cleanup; slowest answer "
               f"{max(c.latency for c in calls if c.latency is not None):.3f} s")
         assert not unexcused, unexcused[:10]
         assert len(lost) <= CYCLES, f"{len(lost)} calls lost in {CYCLES} cycles"
