@@ -199,6 +199,9 @@ class Rig:
         assert self.scheduler_thread.is_alive() and self.node._scheduler._thread is self.scheduler_thread
         assert self.node.state_label == "active"
         assert not self.errors.records, [r.getMessage() for r in self.errors.records]
+        with self.worker._cond:  # the counters add up (nothing waits or is in flight once settled)
+            s = self.worker.stats
+            assert s.received == s.processed + s.dropped + s.rejected + s.queue_depth + s.in_flight
 
     def remove_extras(self) -> None:
         """Remove every object but object 1 (created by an accepted generated input)."""
