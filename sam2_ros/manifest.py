@@ -173,7 +173,11 @@ def load_manifest(engine_dir: str | Path) -> Manifest:
     """Read and check ``engine_dir/manifest.json``; raise :class:`EngineError` with the reason."""
     engine_dir = Path(engine_dir)
     path = engine_dir / MANIFEST_NAME
-    if not engine_dir.is_dir():
+    try:
+        is_dir = engine_dir.is_dir()
+    except OSError as e:  # a name too long, a path the system cannot look up
+        raise EngineError(f"engine directory {str(engine_dir)[:200]!r} cannot be used: {e.strerror}") from None
+    if not is_dir:
         raise EngineError(f"engine directory {engine_dir} does not exist (run `sam2-ros export` first)")
     if not path.is_file():
         raise EngineError(f"{path} is missing: {engine_dir} is not an export from `sam2-ros export`")

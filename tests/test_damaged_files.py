@@ -99,3 +99,8 @@ def test_a_manifest_that_is_not_utf8_raises_engine_error(tiny_export_128, tmp_pa
     with pytest.raises(EngineError, match="is not valid JSON"):
         load_manifest(d)
     assert load_manifest(tiny_export_128).spec.image_size == 128
+
+
+def test_an_engine_dir_name_too_long_raises_engine_error(tmp_path):
+    with pytest.raises(EngineError, match="cannot be used: File name too long"):  # was OSError from is_dir()
+        load_backend(tmp_path / ("x" * 300), "onnxruntime")

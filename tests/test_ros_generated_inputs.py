@@ -9,7 +9,7 @@ export sees the same good frames and the same prompts of object 1, and never a b
 
 Policy for accepted inputs (valid by chance): object 1 is the only tracked object. Generated
 prompts, detections and clicks never refine it: their ids are never 1 (new ids, NEW_OBJECT,
-unknown or invalid ids) and detection re-seeding is off (``detection_prompts.reseed: never``;
+unknown or invalid ids; RemoveObject never names it either) and detection re-seeding is off (``detection_prompts.reseed: never``;
 a click on object 1 is ignored, ``click_prompts.on_tracked: ignore``). Whatever they create is
 removed through ``~/remove_object`` before the next frame. Generated stamps that name a frame not
 received yet are never the stamp of a good frame to come (the prompt times out, the detections
@@ -762,7 +762,7 @@ def probe_node(rig, tiny_export_128):
 
 @settings(max_examples=30, **SETTINGS)
 @given(data=st.data(), spec=st.sampled_from(PARAMS))
-def test_generated_parameters(probe_node, spec, data):
+def test_generated_parameters(probe_node, spec, data, capfd):
     """Each parameter set to a generated value through set_parameters: refused with a reason, or
     accepted; an accepted value then configures, or fails configure with a logged error (the
     transition never raises: rclpy would report ERROR)."""
@@ -785,10 +785,13 @@ def test_generated_parameters(probe_node, spec, data):
     CASES["6 parameters: accepted"] += 1
     try:
         if spec.applies == CONFIGURE_TIME and not _configure_skipped(spec.name, node.get_parameter(spec.name).value):
+            capfd.readouterr()
             outcome = node.trigger_configure()
             assert outcome in (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE), (
                 f"configure with {spec.name}={value!r} raised (rclpy: {outcome})")
             CASES[f"6 parameters: configure {'ok' if outcome == TransitionCallbackReturn.SUCCESS else 'failed'}"] += 1
+            if outcome == TransitionCallbackReturn.FAILURE:
+                assert "configure failed" in capfd.readouterr().err, f"{spec.name}={value!r}: no reason logged"
             if outcome == TransitionCallbackReturn.SUCCESS:
                 assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
             assert node.state_label == "unconfigured" and not node.channels
@@ -796,3 +799,19 @@ def test_generated_parameters(probe_node, spec, data):
         restore = node.set_parameters([old if old.type_ != Parameter.Type.NOT_SET else
                                        Parameter(spec.name, value=PARAMS_BY_NAME[spec.name].default)])[0]
         assert restore.successful, restore.reason
+
+
+def test_configure_with_an_engine_dir_name_too_long_fails_cleanly(probe_node, capfd):
+    """Found by the generated parameters: a 256-character engine_dir made configure raise (Path.is_dir
+    raises ENAMETOOLONG), which rclpy turned into the ERROR transition without a word."""
+    node = probe_node
+    old = node.get_parameter("engine_dir")
+    assert node.set_parameters([Parameter("engine_dir", value="x" * 256)])[0].successful
+    try:
+        capfd.readouterr()
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        err = capfd.readouterr().err
+        assert "configure failed: engine_dir 'xxx" in err and "cannot be used: File name too long" in err, err
+        assert node.state_label == "unconfigured"
+    finally:
+        assert node.set_parameters([old])[0].successful
