@@ -23,3 +23,7 @@ class EngineError(Sam2RosError, RuntimeError):
 
 class ImageConversionError(Sam2RosError, ValueError):
     """An image (message, bag record) that cannot be turned into the array the tracker needs."""
+
+
+class PromptsFileError(Sam2RosError, ValueError):
+    """A prompts file (``sam2-ros track --prompts``) that cannot be read; the message names the entry."""

@@ -117,18 +117,75 @@ _OPTIONAL_FLAGS = {"mem_tokens", "mem_rope_grid", "memory_attention_layers", "ad
                    "no_obj_embed_spatial"}
 
 
+def _check_types(path: Path, data) -> None:
+    """The manifest's structure and the type of every model setting (EngineError naming the field)."""
+    if not isinstance(data, dict):
+        raise EngineError(f"{path} is not a JSON object (got {type(data).__name__}): re-export")
+    for key, kind in (("flags", dict), ("graphs", dict), ("model", str), ("constants", str)):
+        if key in data and not isinstance(data[key], kind):
+            raise EngineError(f"{path}: {key!r} must be a JSON {kind.__name__}, got {data[key]!r:.60}")
+    for name, graph in data.get("graphs", {}).items():
+        if not isinstance(graph, dict) or not all(isinstance(graph.get(k, {}), dict) for k in ("inputs", "outputs")):
+            raise EngineError(f"{path}: graphs.{name} must be an object with 'inputs' and 'outputs' objects")
+    flags = data.get("flags", {})
+    for name, f in ModelSpec.__dataclass_fields__.items():
+        if name == "model" or name not in flags:
+            continue
+        v, kind = flags[name], f.type.split(" |")[0]
+        ok = {"int": isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              "bool": isinstance(v, bool) or (v is None and "None" in f.type),
+              "tuple[int, int]": isinstance(v, list) and len(v) == 2
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)}.get(kind, True)
+        if not ok:
+            raise EngineError(f"{path}: flags.{name} must be {'an int >= 0' if kind == 'int' else kind}, got {v!r:.60} "
+                              "(a damaged manifest: re-export)")
+    if isinstance(data.get("image_size"), int) and "image_size" in flags and data["image_size"] != flags["image_size"]:
+        raise EngineError(f"{path}: image_size {data['image_size']} and flags.image_size {flags['image_size']} differ")
+
+
+def spec_input_dims(spec: ModelSpec) -> dict[str, tuple[int | None, ...]]:
+    """The graph inputs whose shape the model settings fix (None: any size): the graphs of an export
+    must have these, or the manifest does not belong to them."""
+    f, h, lr = spec.feat_size, spec.hidden_dim, spec.low_res_size
+    return {"image": (None, 3, spec.image_size, spec.image_size), "image_embed": (None, h, f, f),
+            "pix_feat": (None, h, f, f), "mem_feats": (None, None, spec.mem_tokens, spec.mem_dim),
+            "obj_ptrs": (None, None, h), "mask_input": (None, 1, lr, lr), "low_res_masks": (None, 1, lr, lr),
+            "feat_s0": (None, None, 4 * f, 4 * f), "feat_s1": (None, None, 2 * f, 2 * f)}
+
+
+def check_graph_inputs(manifest: Manifest, graph: str, inputs: dict[str, list]) -> None:
+    """Raise EngineError when a graph's input shapes (static dims; names, None or -1 are dynamic)
+    contradict the manifest's model settings: graphs and manifest from different exports."""
+    want = spec_input_dims(manifest.spec)
+    for name, shape in inputs.items():
+        expected = want.get(name)
+        if expected is None:
+            continue
+        got = [d if isinstance(d, int) and d >= 0 else None for d in shape]
+        if len(got) != len(expected) or any(e is not None and g is not None and e != g for e, g in zip(expected, got)):
+            raise EngineError(
+                f"{graph}.onnx input {name} has shape {list(shape)}, but the manifest's model settings "
+                f"({manifest.spec.model} at {manifest.spec.image_size} px) need {[e if e else '*' for e in expected]}: "
+                "the graphs and manifest.json come from different exports (re-export)")
+
+
 def load_manifest(engine_dir: str | Path) -> Manifest:
     """Read and check ``engine_dir/manifest.json``; raise :class:`EngineError` with the reason."""
     engine_dir = Path(engine_dir)
     path = engine_dir / MANIFEST_NAME
-    if not engine_dir.is_dir():
+    try:
+        is_dir = engine_dir.is_dir()
+    except OSError as e:  # a name too long, a path the system cannot look up
+        raise EngineError(f"engine directory {str(engine_dir)[:200]!r} cannot be used: {e.strerror}") from None
+    if not is_dir:
         raise EngineError(f"engine directory {engine_dir} does not exist (run `sam2-ros export` first)")
     if not path.is_file():
         raise EngineError(f"{path} is missing: {engine_dir} is not an export from `sam2-ros export`")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise EngineError(f"{path} is not valid JSON: {e}") from None
+    _check_types(path, data)
     if data.get("format_version") != MANIFEST_VERSION:
         raise EngineError(
             f"{path} has format_version {data.get('format_version')!r}; this sam2_ros reads {MANIFEST_VERSION}: re-export"
@@ -146,6 +203,9 @@ def load_manifest(engine_dir: str | Path) -> Manifest:
     consts_path = engine_dir / data.get("constants", "constants.npz")
     if not consts_path.is_file():
         raise EngineError(f"{consts_path} is missing")
-    with np.load(consts_path) as z:
-        constants = {k: z[k] for k in z.files}
+    try:
+        with np.load(consts_path) as z:
+            constants = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, pickle and format errors of a damaged file
+        raise EngineError(f"{consts_path} cannot be read ({type(e).__name__}: {e}): re-export") from None
     return Manifest(path=path, data=data, spec=spec, constants=constants)

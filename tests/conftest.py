@@ -41,12 +41,14 @@ def _checkpoint(artifacts: Path, model: str, seed: int = 0) -> Path:
     return path
 
 
-def _export(artifacts: Path, model: str, ckpt: Path, size: int, tag: str = "") -> Path:
+def _export(artifacts: Path, model: str, ckpt: Path, size: int, tag: str = "", verify: bool = True) -> Path:
+    """``verify=False``: skip the per-graph ONNX Runtime vs PyTorch check of the export (for a
+    test that compares the whole tracker with the official predictor anyway)."""
     from sam2_ros_export.onnx_export import export_model
 
     out = artifacts / f"{model}{tag}_{size}"
     if not (out / "manifest.json").is_file():
-        export_model(model, ckpt, out, image_size=size)
+        export_model(model, ckpt, out, image_size=size, verify=verify)
     return out
 
 

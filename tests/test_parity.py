@@ -102,7 +102,8 @@ def test_cups_absent_objects_and_small_masks(hard_export_256, hard_checkpoint, s
 
 def test_blocks_at_1024(artifacts, shared_data):
     ckpt = _checkpoint(artifacts, "sam2.1_hiera_tiny")
-    export_dir = _export(artifacts, "sam2.1_hiera_tiny", ckpt, 1024)
+    # the tracker's parity with the official predictor checks every graph: no per-graph check
+    export_dir = _export(artifacts, "sam2.1_hiera_tiny", ckpt, 1024, verify=False)
     frames = read_frames(shared_data / "videos" / "03_blocks.mp4", 3)
     prompts = [
         Prompt(0, 1, pts([640, 300]), np.array([1], np.int32)),

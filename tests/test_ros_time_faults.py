@@ -31,9 +31,9 @@ def fed(stream, worker, stamps_frames, start: int):
 
 
 def consistent(worker) -> None:
-    """received = processed + dropped + rejected + pending (nothing in flight)."""
+    """received = processed + dropped + rejected + pending (waiting or in flight)."""
     s = worker.window_stats()
-    assert s.received == s.processed + s.dropped + s.rejected + s.queue_depth, s
+    assert s.received == s.processed + s.dropped + s.rejected + s.queue_depth + s.in_flight, s
 
 
 def test_a_looping_stream_restarts_the_camera_and_old_stamps_are_refused(backend, frames):  # noqa: F811

@@ -276,6 +276,28 @@ def test_reset_and_stop_answer_every_waiting_caller(stream_worker, frames):
     assert FrameStatus.STALE.name == "STALE"
 
 
+def test_counters_add_up_with_a_frame_in_flight_and_after_stop(stream_worker):
+    """received = processed + dropped + rejected + waiting + in flight at any moment; the frame
+    still waiting when the worker stops is counted as dropped (it was lost from the sum)."""
+    stream, worker = stream_worker
+
+    def counts():
+        s = worker.window_stats()
+        return s.received, s.processed, s.dropped, s.rejected, s.queue_depth, s.in_flight
+
+    worker.submit(1 * S, 0)
+    assert stream.entered[0].wait(30)  # frame 0 in flight, held at its gate
+    worker.submit(2 * S, 1)
+    assert counts() == (2, 0, 0, 0, 1, 1)
+    stopping = threading.Thread(target=worker.stop)
+    stopping.start()
+    with worker.scheduler.cond:
+        assert worker.scheduler.cond.wait_for(lambda: not worker.scheduler.accepting, 30)
+    stream.gates[0].set()  # frame 0 finishes; the thread stops before frame 1
+    stopping.join(30)
+    assert counts() == (2, 1, 1, 0, 0, 0)
+
+
 def test_one_scheduler_steps_the_waiting_frames_of_every_camera_together(backend, frames):
     """Three cameras on one scheduler over a MultiTracker: the newest frame of each camera, every
     camera with a frame waiting in the same step call, a fast camera cannot push the others out,

@@ -9,7 +9,7 @@ import numpy as np
 from sam2_ros.backends.base import OnnxGraphCalls
 from sam2_ros.errors import EngineError
 from sam2_ros.graph_io import EXPORTED_GRAPHS, MEMORY_ATTENTION_DENSE
-from sam2_ros.manifest import Manifest
+from sam2_ros.manifest import Manifest, check_graph_inputs
 from sam2_ros.storage import HOST
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,11 @@ class OnnxRuntimeBackend(OnnxGraphCalls):
     def _check_io(self) -> None:
         for g, sess in self.sessions.items():
             for kind, got in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs())):
-                expected = set(getattr(EXPORTED_GRAPHS[g], kind)) | set(self.manifest.data["graphs"][g][kind])
+                expected = set(getattr(EXPORTED_GRAPHS[g], kind)) | set(self.manifest.data["graphs"][g].get(kind, {}))
                 names = {i.name for i in got}
                 if expected != names:
                     raise EngineError(f"{g}.onnx {kind} {sorted(names)} do not match {sorted(expected)} (re-export)")
+            check_graph_inputs(self.manifest, g, {i.name: i.shape for i in sess.get_inputs()})
 
     # -------------------------------------------------------------- running
     def _run(self, graph: str, feeds: dict, keep_on_device: tuple[str, ...] = ()) -> list:

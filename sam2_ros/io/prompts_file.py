@@ -28,6 +28,10 @@ from typing import Mapping
 import cv2
 import numpy as np
 
+from sam2_ros.errors import PromptsFileError
+from sam2_ros.limits import check_points
+from sam2_ros.outputs import MAX_LABEL_ID
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -50,42 +54,93 @@ class Prompt:
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    """Read a prompts file; sorted by frame (file order within a frame) unless entries use ``stamp``."""
+    """Read a prompts file; sorted by frame (file order within a frame) unless entries use ``stamp``.
+
+    Every field is checked (types, shapes, finite values, the limits of :mod:`sam2_ros.limits`):
+    a bad file raises :class:`~sam2_ros.errors.PromptsFileError` naming the file and the entry.
+    """
     path = Path(path)
     try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read prompts file {path}: {e}") from None
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise PromptsFileError(f"cannot read prompts file {path}: {e}") from None
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a JSON list of prompts")
-    prompts = []
-    for i, e in enumerate(entries):
-        where = f"{path} entry {i}"
-        if not isinstance(e, dict) or "object_id" not in e or ("frame" in e) == ("stamp" in e):
-            raise ValueError(f"{where}: needs 'object_id' and exactly one of 'frame' and 'stamp'")
-        stamp = e.get("stamp")
-        if "stamp" in e and (not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 0):
-            raise ValueError(f"{where}: 'stamp' must be an integer number of nanoseconds >= 0, got {stamp!r}")
-        received = e.get("received_at")
-        if received is not None and (not isinstance(received, int) or isinstance(received, bool) or received < 0):
-            raise ValueError(f"{where}: 'received_at' must be a frame index (an integer >= 0), got {received!r}")
-        mask = None
-        if e.get("mask"):
-            mpath = path.parent / e["mask"]
-            m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise ValueError(f"{where}: cannot read mask image {mpath}")
-            mask = m > 0
-        arr = lambda k, dt: None if e.get(k) is None else np.asarray(e[k], dt)  # noqa: E731
-        frame = int(e["frame"]) if "frame" in e else None
-        p = Prompt(frame, int(e["object_id"]), arr("points", np.float32), arr("labels", np.int32),
-                   arr("box", np.float32), mask, stamp, received)
-        if frame is not None:
-            check_received_at(p, where)
-        prompts.append(p)
+        raise PromptsFileError(f"{path}: expected a JSON list of prompts, got {type(entries).__name__}")
+    prompts = [_entry(path, f"{path} entry {i}", e) for i, e in enumerate(entries)]
     if all(p.frame is not None for p in prompts):
         prompts.sort(key=lambda p: p.frame)  # stable: file order within a frame
     return prompts
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _numbers(where: str, key: str, value, shape: tuple) -> np.ndarray:
+    """``value`` as a finite float32 array of ``shape`` (-1: any length >= 1), or PromptsFileError."""
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) or isinstance(v, list) and all(map(numeric, v))
+
+    if not isinstance(value, list) or not numeric(value):
+        raise PromptsFileError(f"{where}: '{key}' must be a list of numbers, got {value!r:.80}")
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.asarray(value, np.float64).astype(np.float32)
+    except (ValueError, OverflowError) as e:  # ragged lists, ints beyond float64
+        raise PromptsFileError(f"{where}: '{key}' is not a {'x'.join(map(str, shape))} list of numbers: {e}") from None
+    if arr.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, arr.shape)) or arr.size == 0:
+        want = " x ".join("N" if d == -1 else str(d) for d in shape)
+        raise PromptsFileError(f"{where}: '{key}' must have shape {want}, got {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise PromptsFileError(f"{where}: '{key}' has values that are not finite (as float32): {value!r:.80}")
+    return arr
+
+
+def _entry(path: Path, where: str, e) -> Prompt:
+    """One entry of a prompts file, checked."""
+    if not isinstance(e, dict) or "object_id" not in e or ("frame" in e) == ("stamp" in e):
+        raise PromptsFileError(f"{where}: needs 'object_id' and exactly one of 'frame' and 'stamp'")
+    oid = e["object_id"]
+    if not _is_int(oid) or not 0 <= oid <= MAX_LABEL_ID:
+        raise PromptsFileError(f"{where}: 'object_id' must be an integer in [0, {MAX_LABEL_ID}], got {oid!r:.40}")
+    frame = e.get("frame")
+    if "frame" in e and (not _is_int(frame) or frame < 0):
+        raise PromptsFileError(f"{where}: 'frame' must be a frame index (an integer >= 0), got {frame!r:.40}")
+    stamp = e.get("stamp")
+    if "stamp" in e and (not _is_int(stamp) or stamp < 0):
+        raise PromptsFileError(f"{where}: 'stamp' must be an integer number of nanoseconds >= 0, got {stamp!r:.40}")
+    received = e.get("received_at")
+    if received is not None and (not _is_int(received) or received < 0):
+        raise PromptsFileError(f"{where}: 'received_at' must be a frame index (an integer >= 0), got {received!r:.40}")
+    points = labels = box = mask = None
+    if (e.get("points") is None) != (e.get("labels") is None):
+        raise PromptsFileError(f"{where}: 'points' and 'labels' must be given together")
+    if e.get("points") is not None:
+        too_many = isinstance(e["points"], list) and check_points(len(e["points"]))
+        if too_many:
+            raise PromptsFileError(f"{where}: {too_many}")
+        points = _numbers(where, "points", e["points"], (-1, 2))
+        labs = e["labels"]
+        if not isinstance(labs, list) or len(labs) != len(points) or not all(_is_int(v) and v in (0, 1) for v in labs):
+            raise PromptsFileError(f"{where}: 'labels' must be a list of {len(points)} values 1 (positive) or 0 "
+                                   f"(negative), one per point, got {labs!r:.80}")
+        labels = np.asarray(labs, np.int32)
+    if e.get("box") is not None:
+        box = _numbers(where, "box", e["box"], (4,))
+    if e.get("mask"):
+        if not isinstance(e["mask"], str):
+            raise PromptsFileError(f"{where}: 'mask' must be the path of a PNG, got {e['mask']!r:.40}")
+        mpath = path.parent / e["mask"]
+        m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise PromptsFileError(f"{where}: cannot read mask image {mpath}")
+        mask = m > 0
+    if points is None and box is None and mask is None:
+        raise PromptsFileError(f"{where}: an empty prompt: give 'points' with 'labels', a 'box' or a 'mask'")
+    p = Prompt(frame, oid, points, labels, box, mask, stamp, received)
+    if frame is not None:
+        check_received_at(p, where)
+    return p
 
 
 def resolve_stamps(prompts: list[Prompt], frame_of_stamp: Mapping[int, int], source: str) -> list[Prompt]:
@@ -121,7 +176,7 @@ def require_frames(prompts: list[Prompt], source: str) -> None:
 def check_received_at(p: Prompt, where: str) -> None:
     """A prompt cannot reach the tracker before its frame exists."""
     if p.received_at is not None and p.received_at < p.frame:
-        raise ValueError(f"{where}: 'received_at' ({p.received_at}) must be >= its frame ({p.frame}): a prompt "
+        raise PromptsFileError(f"{where}: 'received_at' ({p.received_at}) must be >= its frame ({p.frame}): a prompt "
                          "cannot arrive before its frame")
 
 

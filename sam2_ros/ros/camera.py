@@ -398,6 +398,7 @@ class CameraChannel:
             "frames_duplicate_stamp": str(s.duplicate_stamps),
             "stream_resets": str(s.stream_resets),
             "queue_depth": str(s.queue_depth),
+            "frames_in_flight": str(s.in_flight),
             "objects": str(s.objects),
             "max_objects": str(self.max_objects),
             "last_error": s.last_error,

@@ -167,7 +167,12 @@ class Sam2TrackerNode(LifecycleNode):
             self.get_logger().error("configure failed: parameter engine_dir is not set (an export directory "
                                     "made by `sam2-ros export`)")
             return TransitionCallbackReturn.FAILURE
-        if not Path(engine_dir).is_dir():
+        try:
+            is_dir = Path(engine_dir).is_dir()
+        except OSError as e:  # a name too long for the file system: Path.is_dir() raises
+            self.get_logger().error(f"configure failed: engine_dir {engine_dir[:200]!r} cannot be used: {e.strerror}")
+            return TransitionCallbackReturn.FAILURE
+        if not is_dir:
             self.get_logger().error(f"configure failed: engine_dir {engine_dir!r} is not a directory")
             return TransitionCallbackReturn.FAILURE
         precision = self._param("precision")

@@ -126,7 +126,8 @@ class Stats:
     processed: int = 0
     dropped: int = 0
     rejected: int = 0  # frames refused (bad image, size, stamp order), each counted once
-    queue_depth: int = 0
+    queue_depth: int = 0  # a frame waiting (0 or 1)
+    in_flight: int = 0  # a frame taken by the tracking thread, not processed or rejected yet (0 or 1)
     stream_resets: int = 0  # restarts of the stream (stamps jumped back by more than the threshold)
     out_of_order: int = 0  # frames rejected for a stamp behind the newest (by at most the threshold)
     duplicate_stamps: int = 0  # frames rejected for repeating the newest stamp
@@ -140,7 +141,7 @@ class Stats:
 
 
 #: The counters of :class:`Stats` (the rest is computed over a window).
-COUNTERS = ("received", "processed", "dropped", "rejected", "queue_depth", "stream_resets", "out_of_order",
+COUNTERS = ("received", "processed", "dropped", "rejected", "queue_depth", "in_flight", "stream_resets", "out_of_order",
             "duplicate_stamps", "objects", "last_error")
 
 #: A scheduler's step: {camera: RGB frame} -> {camera: its result, or the exception of its frame}
@@ -428,7 +429,7 @@ class CameraWorker:
         frame, self._pending = self._pending, None
         if frame is not None:
             self._set_status(frame.stamp_ns, FrameStatus.IN_FLIGHT)
-            self.stats.queue_depth = 0
+            self.stats.queue_depth, self.stats.in_flight = 0, 1
         return frame
 
     def _decode_frame(self, frame: Frame) -> np.ndarray | None:
@@ -457,6 +458,7 @@ class CameraWorker:
         with self._cond:
             if frame.epoch != self._epoch:  # the stream restarted meanwhile: publish it, remember nothing
                 self.stats.processed += 1
+                self.stats.in_flight = 0
                 stale = True
             else:
                 stale = False
@@ -484,6 +486,7 @@ class CameraWorker:
         done = time.perf_counter()
         with self._cond:
             self.stats.processed += 1
+            self.stats.in_flight = 0
             self._window.append((done, done - frame.received, step_s))
 
     def _publish_safely(self, frame: Frame, rgb: np.ndarray, result: FrameResult) -> None:
@@ -508,6 +511,7 @@ class CameraWorker:
     def _fail_frame(self, frame: Frame, reason: str) -> None:
         with self._cond:
             self.stats.rejected += 1
+            self.stats.in_flight = 0
             self.stats.last_error = reason
             self._set_status(frame.stamp_ns, FrameStatus.FAILED)
             held = self._held.pop(frame.stamp_ns, [])
@@ -520,6 +524,7 @@ class CameraWorker:
         if self._pending is not None:
             self._set_status(self._pending.stamp_ns, FrameStatus.DROPPED)
             self._pending = None
+            self.stats.dropped += 1  # received, never processed: counted like any other drop
         self.stats.queue_depth = 0
         for cmd in [*self._commands, *(c for cmds in self._held.values() for c in cmds)]:
             cmd.finish(error=reason)
