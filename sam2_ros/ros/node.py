@@ -7,7 +7,8 @@ Lifecycle: configure loads the engines once and allocates every camera's tracker
 (fails cleanly when the engine directory is missing or does not match); activate subscribes
 to the cameras and starts the tracking thread; deactivate unsubscribes and stops it (the
 tracked objects are kept); cleanup releases the trackers and the engines. With ``autostart``
-(default) the node configures and activates itself.
+(default) the node configures and activates itself. SIGINT / SIGTERM: an orderly shutdown
+(:func:`shut_down`; docs/ROS.md, "Lifecycle and shutdown").
 
 Cameras: without the ``cameras`` parameter the node serves one camera with the names below.
 With ``cameras: [front, wrist]`` every camera has all of them under its name (``front/image``
@@ -60,8 +61,8 @@ from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from sam2_ros.errors import EngineError, TrackerInputError
 from sam2_ros.ros.camera import CameraChannel
@@ -358,9 +359,8 @@ def _default_signal_action():
 #: Longest wait of the main loop before it checks for a shutdown request again (seconds).
 SPIN_PERIOD = 0.1
 #: How long a shutdown waits for a transition in progress before it ends the process without it
-#: (seconds): activate, deactivate and cleanup take less; configure loads engines for a second or
-#: more, and each ONNX Runtime session it creates holds Python's GIL throughout (up to 0.8 s for
-#: the image encoder here), so the signal itself is only handled between two sessions.
+#: (seconds): activate, deactivate and cleanup take less; configure's warm-up (torch) may take
+#: minutes. (During configure's engine load the signal ends the process itself: _default_signal_action.)
 TRANSITION_GRACE = 0.2
 #: How long a shutdown lets the callbacks in progress (service calls it aborted) finish and send
 #: their replies (seconds).
@@ -409,9 +409,9 @@ def _autostart(node: Sam2TrackerNode) -> None:
 
 def shut_down(node: Sam2TrackerNode, executor: Executor) -> None:
     """Stop the tracking, answer the waiting calls, release the engines, end ROS; in about a
-    frame's step. A transition still running after TRANSITION_GRACE (configure loading ONNX
-    Runtime sessions, which cannot be interrupted) is not waited for: the process ends at once
-    (status 0), leaving nothing behind (configure writes no file)."""
+    frame's step. A transition still running after TRANSITION_GRACE (configure warming engines
+    up) is not waited for: the process ends at once (status 0), leaving nothing behind
+    (configure writes no file)."""
     if not node.transition_lock.acquire(timeout=TRANSITION_GRACE):
         node.get_logger().warning("shutting down during a lifecycle transition (loading engines?): exiting "
                                   "without waiting for it")
