@@ -280,7 +280,7 @@ def test_a_reply_to_a_service_destroyed_meanwhile_does_not_end_the_node():
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
-    from sam2_ros.ros.node import spin_until_shutdown
+    from sam2_ros.ros.shutdown import spin_until_shutdown
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

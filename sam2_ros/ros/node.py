@@ -8,7 +8,7 @@ Lifecycle: configure loads the engines once and allocates every camera's tracker
 to the cameras and starts the tracking thread; deactivate unsubscribes and stops it (the
 tracked objects are kept); cleanup releases the trackers and the engines. With ``autostart``
 (default) the node configures and activates itself. SIGINT / SIGTERM: an orderly shutdown
-(:func:`shut_down`; docs/ROS.md, "Lifecycle and shutdown").
+(sam2_ros.ros.shutdown; docs/ROS.md, "Lifecycle and shutdown").
 
 Cameras: without the ``cameras`` parameter the node serves one camera with the names below.
 With ``cameras: [front, wrist]`` every camera has all of them under its name (``front/image``
@@ -43,24 +43,16 @@ docs/ROS.md has the parameters and command-line and Python examples.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import gc
-import os
-import signal
-import sys
 import threading
-import time
 from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidHandle
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
@@ -68,6 +60,8 @@ from sam2_ros.errors import EngineError, TrackerInputError
 from sam2_ros.ros.camera import CameraChannel
 from sam2_ros.ros.params import (CONFIGURE_TIME, PARAMS_BY_NAME, declare_parameters, read_parameter, split_providers,
                                  validate_parameter)
+from sam2_ros.ros.shutdown import (default_signal_action, install_signal_handlers, release_freed_memory, shut_down,
+                                   spin_until_shutdown)
 from sam2_ros.ros.worker import CameraWorker, Scheduler
 
 #: Threads of the executor (plus one per camera beyond the first). Service calls may wait for
@@ -239,7 +233,7 @@ class Sam2TrackerNode(LifecycleNode):
         """While engines load, SIGINT and SIGTERM take their default action (the process ends at
         once, status -2 / -15) when ``signals_end_loading``: creating an ONNX Runtime session holds
         Python's GIL for up to a second, so no Python signal handler could run before it is done."""
-        return _default_signal_action() if self.signals_end_loading else contextlib.nullcontext()
+        return default_signal_action() if self.signals_end_loading else contextlib.nullcontext()
 
     @staticmethod
     def _close_engine(engine) -> None:
@@ -325,79 +319,6 @@ class Sam2TrackerNode(LifecycleNode):
         pub.publish(msg)
 
 
-def release_freed_memory() -> None:
-    """Hand the memory of released engines and trackers back to the system now.
-
-    Transitions run on the executor's threads, each with its own glibc malloc arena; an arena
-    keeps the pages of what was freed in it, so every configure / cleanup cycle on another thread
-    left the freed sessions' memory behind (the resident size grew by about 50 MiB per cycle of a
-    128 px export, tests/test_ros_lifecycle_churn.py). Collects the reference cycles first (the
-    scheduler and its cameras refer to each other), then ``malloc_trim`` (glibc; a no-op elsewhere).
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-@contextlib.contextmanager
-def _default_signal_action():
-    """SIGINT and SIGTERM end the process (their default action, in C: no GIL needed) inside the
-    block; the previous handlers (Python's) after it. Any thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.signal.restype, libc.signal.argtypes = ctypes.c_void_p, (ctypes.c_int, ctypes.c_void_p)
-    previous = {sig: libc.signal(sig, signal.SIG_DFL.value) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            libc.signal(sig, handler)
-            libc.siginterrupt(sig, 1)  # as Python installs its handlers: system calls are interrupted
-
-
-#: Longest wait of the main loop before it checks for a shutdown request again (seconds).
-SPIN_PERIOD = 0.1
-#: How long a shutdown waits for a transition in progress before it ends the process without it
-#: (seconds): activate, deactivate and cleanup take less; configure's warm-up (torch) may take
-#: minutes. (During configure's engine load the signal ends the process itself: _default_signal_action.)
-TRANSITION_GRACE = 0.2
-#: How long a shutdown lets the callbacks in progress (service calls it aborted) finish and send
-#: their replies (seconds).
-REPLY_GRACE = 0.5
-
-
-def spin_until_shutdown(executor: Executor, node: Node, stop: threading.Event | None = None) -> None:
-    """Spin ``executor`` until ``stop`` is set (SIGINT / SIGTERM: :func:`install_signal_handlers`)
-    or its context shuts down, in waits of at most SPIN_PERIOD.
-
-    A callback that outlived its entity (a service call answered just after ``cleanup``
-    destroyed the service, a diagnostics message published as its publisher went) fails with
-    InvalidHandle in the executor: that reply or message is lost, as any request to a destroyed
-    service is, and the node goes on (rclpy would raise it here and end the process).
-    """
-    while executor.context.ok() and not (stop is not None and stop.is_set()):
-        try:
-            executor.spin_once(timeout_sec=SPIN_PERIOD)
-        except InvalidHandle as e:
-            node.get_logger().warning(f"a reply or message was dropped: its service or publisher was destroyed by a "
-                                      f"lifecycle transition meanwhile ({e})", throttle_duration_sec=5.0)
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM set ``stop`` (the main loop then shuts the node down while the ROS
-    context is still valid: calls waiting for the tracker are answered, the frame in flight is
-    published); a second signal ends the process at once (status 128 + signal)."""
-
-    def handler(signum, frame):
-        if stop.is_set():
-            os._exit(128 + signum)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-
-
 def _autostart(node: Sam2TrackerNode) -> None:
     """Configure and activate (a thread of its own: the main loop spins and hears signals meanwhile)."""
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -405,40 +326,6 @@ def _autostart(node: Sam2TrackerNode) -> None:
                                 "(ros2 lifecycle set /sam2_tracker configure)")
     elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
         node.get_logger().error("autostart: activate failed")
-
-
-def shut_down(node: Sam2TrackerNode, executor: Executor) -> None:
-    """Stop the tracking, answer the waiting calls, release the engines, end ROS; in about a
-    frame's step. A transition still running after TRANSITION_GRACE (configure warming engines
-    up) is not waited for: the process ends at once (status 0), leaving nothing behind
-    (configure writes no file)."""
-    if not node.transition_lock.acquire(timeout=TRANSITION_GRACE):
-        node.get_logger().warning("shutting down during a lifecycle transition (loading engines?): exiting "
-                                  "without waiting for it")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    try:
-        node.shutting_down = True
-        node._deactivate("the node is shutting down")  # answers the calls waiting for the tracker
-        _wait_for_callbacks(executor, REPLY_GRACE)
-        node._cleanup()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-    finally:
-        node.transition_lock.release()
-        rclpy.try_shutdown()
-
-
-def _wait_for_callbacks(executor: Executor, timeout: float) -> None:
-    """Wait (at most ``timeout``) until the callbacks in progress are done, their replies sent.
-
-    ``Executor.shutdown(timeout_sec)`` is documented to do this; rclpy 7.1 (Jazzy) returns at once
-    (it tests the flag it has just set), so this waits on the executor's work tracker itself.
-    """
-    tracker = getattr(executor, "_work_tracker", None)
-    if tracker is not None:
-        tracker.wait(timeout)
 
 
 def main(args=None) -> int:
