@@ -335,6 +335,8 @@ def latency_p99(res: SoakResult) -> tuple[float, float]:
 
 def report(res: SoakResult, fails: list[str]) -> str:
     cfg = SoakConfig(**res.config)
+    if not res.samples:  # the run ended before its first sample
+        return "No sample: the run ended early.\n" + "\n".join(f"- {f}" for f in fails)
     after = [s for s in res.samples if s.frame >= cfg.warmup] or res.samples
     base, end = after[0], res.samples[-1]
     p_start, p_end = latency_p99(res)
