@@ -104,7 +104,7 @@ def test_blocks_at_1024(artifacts, shared_data):
     ckpt = _checkpoint(artifacts, "sam2.1_hiera_tiny")
     # the tracker's parity with the official predictor checks every graph: no per-graph check
     export_dir = _export(artifacts, "sam2.1_hiera_tiny", ckpt, 1024, verify=False)
-    frames = read_frames(shared_data / "videos" / "03_blocks.mp4", 3)
+    frames = read_frames(shared_data / "videos" / "03_blocks.mp4", 2)  # prompts, then one tracked frame
     prompts = [
         Prompt(0, 1, pts([640, 300]), np.array([1], np.int32)),
         Prompt(1, 2, None, None, np.array([200, 300, 500, 600], np.float32)),
