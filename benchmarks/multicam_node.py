@@ -14,8 +14,8 @@ Each camera tracks one object (a point prompt once its first frame is processed)
 warm-up, the per-camera processed rate, dropped frames and latency (image received → results
 published, the node's own /diagnostics) are taken over --seconds, and the resident memory
 (VmRSS) of the node processes at the end. Writes benchmarks/multicam_node.{md,json,png}.
-Without --engines it exports a random-weights sam2.1_hiera_tiny at 256 first (needs torch and
-sam2). Numbers depend on the machine's load: run it on an otherwise idle machine.
+Without --engines it exports a random-weights sam2.1_hiera_tiny at 256 first, once (kept in
+$TMPDIR/sam2_ros_bench; needs torch and sam2). Numbers depend on the machine's load: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -196,12 +196,10 @@ def main() -> int:
     import ros_support  # noqa: F401 - first: its ROS domain and discovery range, for every process started here
 
     engines = args.engines
-    if engines is None:
-        from sam2_ros_export.onnx_export import export_model
+    if engines is None:  # a random-weights tiny at 256, exported once and kept
+        from sam2_ros_export.onnx_export import cached_random_export
 
-        engines = Path(tempfile.mkdtemp(prefix="multicam_bench_")) / "tiny256"
-        print(f"exporting a random-weights sam2.1_hiera_tiny at 256 to {engines} ...", file=sys.stderr)
-        export_model("sam2.1_hiera_tiny", None, engines, image_size=256)
+        _, engines = cached_random_export("sam2.1_hiera_tiny", 256, Path(tempfile.gettempdir()) / "sam2_ros_bench")
     diag = Diagnostics()
     results = []
     try:

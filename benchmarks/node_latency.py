@@ -11,7 +11,7 @@
    seconds each: frames processed / dropped and the age of each result when it arrives.
 
 Prints a Markdown table. Without --engines it exports a random-weights sam2.1_hiera_tiny at
-256 first (needs torch and sam2; about 20 s).
+256 first, once (kept in $TMPDIR/sam2_ros_bench; needs torch and sam2; about 20 s).
 """
 
 from __future__ import annotations
@@ -68,12 +68,10 @@ def main() -> int:
     from sam2_ros.io.video import iter_frames
 
     engines = args.engines
-    if engines is None:
-        from sam2_ros_export.onnx_export import export_model
+    if engines is None:  # a random-weights tiny at 256, exported once and kept
+        from sam2_ros_export.onnx_export import cached_random_export
 
-        engines = Path(tempfile.mkdtemp(prefix="sam2_bench_")) / "tiny256"
-        print(f"exporting a random-weights sam2.1_hiera_tiny at 256 to {engines} ...", file=sys.stderr)
-        export_model("sam2.1_hiera_tiny", None, engines, image_size=256)
+        _, engines = cached_random_export("sam2.1_hiera_tiny", 256, Path(tempfile.gettempdir()) / "sam2_ros_bench")
     w, h = (int(v) for v in args.size.split("x"))
     frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in iter_frames(args.video, args.frames)]
     click = [[w * 0.5, h * 0.66]]

@@ -22,7 +22,7 @@ waiting + in flight at every sample, no traceback or error in the node's log (bu
 of the repeated stamps), exit 0 on SIGINT.
 
 Writes benchmarks/soak.{md,json,png}. Without --engines it exports a random-weights
-sam2.1_hiera_tiny at 256 first (needs torch and sam2). Run it on an otherwise idle machine: the
+sam2.1_hiera_tiny at 256 first, once (kept in $TMPDIR/sam2_ros_bench; needs torch and sam2). Run it on an otherwise idle machine: the
 latency check compares the start of the run with its end. tests/test_soak.py runs a short version.
 """
 
@@ -412,12 +412,10 @@ def main() -> int:
     import ros_support  # noqa: F401 - first: its ROS domain and discovery range
 
     engines = args.engines
-    if engines is None:
-        from sam2_ros_export.onnx_export import export_model
+    if engines is None:  # a random-weights tiny at 256, exported once and kept
+        from sam2_ros_export.onnx_export import cached_random_export
 
-        engines = Path(tempfile.mkdtemp(prefix="soak_")) / "tiny256"
-        print(f"exporting a random-weights sam2.1_hiera_tiny at 256 to {engines} ...", file=sys.stderr)
-        export_model("sam2.1_hiera_tiny", None, engines, image_size=256)
+        _, engines = cached_random_export("sam2.1_hiera_tiny", 256, Path(tempfile.gettempdir()) / "sam2_ros_bench")
     cfg = SoakConfig(frames=args.frames, warmup=args.warmup, max_objects=args.max_objects, threads=args.threads,
                      sample_every=args.sample_every, burst_every=args.burst_every, reset_every=args.reset_every)
     log = Path(tempfile.mkdtemp(prefix="soak_log_")) / "node.log"
