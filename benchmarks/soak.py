@@ -97,6 +97,7 @@ class SoakResult:
     exit_code: int | None = None
     log_problems: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    command: str = ""
 
 
 def proc_figures(pid: int) -> tuple[float, int, int]:
@@ -364,6 +365,7 @@ def report(res: SoakResult, fails: list[str]) -> str:
         f"(checked at all {len(res.samples)} samples). Node exit code on SIGINT: {res.exit_code}; "
         f"errors or tracebacks in its log: {len(res.log_problems)}.",
         "",
+        *([f"Command: `{res.command}`.", ""] if res.command else []),
         "Result: " + ("every target met." if not fails else "FAILED:\n" + "\n".join(f"- {f}" for f in fails)),
     ]
     return "\n".join(lines)
@@ -421,6 +423,7 @@ def main() -> int:
     log = Path(tempfile.mkdtemp(prefix="soak_log_")) / "node.log"
     print(f"node log: {log}", file=sys.stderr)
     res = run_soak(engines, cfg, log, progress=True)
+    res.command = "python benchmarks/soak.py " + " ".join(sys.argv[1:])
     fails = check(res)
     table = report(res, fails)
     print(table)
