@@ -36,7 +36,7 @@ from ros_support import Client, NodeProcess, image_msg, set_stamp, stamp_ns, vid
 from sam2_ros_interfaces.srv import AddPrompt, ListObjects, RemoveObject, Reset  # noqa: E402
 
 #: Lifecycle cycles of the CI run (the issue's 100: SAM2_ROS_CHURN_CYCLES=100, see docs/ROS.md).
-CYCLES = int(os.environ.get("SAM2_ROS_CHURN_CYCLES", "25"))
+CYCLES = int(os.environ.get("SAM2_ROS_CHURN_CYCLES", "15"))
 #: Cycles before the thread count and resident memory are taken as the reference.
 WARM_UP_CYCLES = 5
 #: The node's service_timeout in this test (seconds), and what a call may take on top of it.
