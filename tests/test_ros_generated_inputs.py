@@ -224,6 +224,20 @@ class Rig:
         assert np.array_equal(got.masks, want.masks), "masks differ from the reference tracker"
         assert np.array_equal(got.scores, want.scores) and np.array_equal(got.ious, want.ious)
 
+    def deliver(self, msg: Image, dds: bool = False) -> None:
+        """Hand an image to the camera (through DDS: published, then waited for until the node
+        counts it; else: its subscription callback) and let the tracking thread finish it."""
+        if dds:
+            received = self.counts()["received"]
+            self.client.image_pub.publish(msg)
+            deadline = time.monotonic() + 30
+            while self.counts()["received"] == received:
+                assert time.monotonic() < deadline, "the image never arrived"
+                time.sleep(0.002)
+        else:
+            self.channel._on_image(msg)
+        self.settle()
+
     def next_frame(self, dds: bool = False) -> None:
         """Feed the next good frame; object 1's masks must equal the reference's bit for bit."""
         self.remove_extras()
@@ -231,15 +245,7 @@ class Rig:
         rgb = self.frames[k % len(self.frames)]
         msg = image_msg(rgb, stamp_of(k))
         before = self.counts()
-        if dds:
-            self.client.image_pub.publish(msg)
-            deadline = time.monotonic() + 30
-            while self.counts()["received"] == before["received"]:
-                assert time.monotonic() < deadline, "the frame never arrived"
-                time.sleep(0.002)
-        else:
-            self.channel._on_image(msg)
-        self.settle()
+        self.deliver(msg, dds)
         self.k, self.sub = k + 1, 0
         assert self.counts()["processed"] == before["processed"] + 1, self.worker.stats.last_error
         want = self.ref.step(rgb)
@@ -422,15 +428,8 @@ def test_generated_images(rig, images):
         CASES[f"2 images: stamp {stamp_kind}"] += 1
         before, refused = rig.counts(), rig.worker.stats.rejected
         if d == 0:
-            rig.client.image_pub.publish(msg)
             CASES["(through DDS)"] += 1
-            deadline = time.monotonic() + 30
-            while rig.counts()["received"] == before["received"]:
-                assert time.monotonic() < deadline, "the image never arrived"
-                time.sleep(0.002)
-        else:
-            rig.channel._on_image(msg)
-        rig.settle()
+        rig.deliver(msg, dds=d == 0)
         after = rig.counts()
         assert after["received"] == before["received"] + 1
         assert after["processed"] + after["rejected"] == before["processed"] + before["rejected"] + 1
