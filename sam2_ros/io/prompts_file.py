@@ -96,6 +96,14 @@ def _numbers(where: str, key: str, value, shape: tuple) -> np.ndarray:
     return arr
 
 
+def _whole(where: str, e: dict, key: str, what: str, null_ok: bool = False) -> int | None:
+    """Entry field ``key`` (None when absent, or null with ``null_ok``): an integer >= 0, or PromptsFileError."""
+    v = e.get(key)
+    if key in e and not (null_ok and v is None) and (not _is_int(v) or v < 0):
+        raise PromptsFileError(f"{where}: '{key}' must be {what}, got {v!r:.40}")
+    return v
+
+
 def _entry(path: Path, where: str, e) -> Prompt:
     """One entry of a prompts file, checked."""
     if not isinstance(e, dict) or "object_id" not in e or ("frame" in e) == ("stamp" in e):
@@ -103,15 +111,9 @@ def _entry(path: Path, where: str, e) -> Prompt:
     oid = e["object_id"]
     if not _is_int(oid) or not 0 <= oid <= MAX_LABEL_ID:
         raise PromptsFileError(f"{where}: 'object_id' must be an integer in [0, {MAX_LABEL_ID}], got {oid!r:.40}")
-    frame = e.get("frame")
-    if "frame" in e and (not _is_int(frame) or frame < 0):
-        raise PromptsFileError(f"{where}: 'frame' must be a frame index (an integer >= 0), got {frame!r:.40}")
-    stamp = e.get("stamp")
-    if "stamp" in e and (not _is_int(stamp) or stamp < 0):
-        raise PromptsFileError(f"{where}: 'stamp' must be an integer number of nanoseconds >= 0, got {stamp!r:.40}")
-    received = e.get("received_at")
-    if received is not None and (not _is_int(received) or received < 0):
-        raise PromptsFileError(f"{where}: 'received_at' must be a frame index (an integer >= 0), got {received!r:.40}")
+    frame = _whole(where, e, "frame", "a frame index (an integer >= 0)")
+    stamp = _whole(where, e, "stamp", "an integer number of nanoseconds >= 0")
+    received = _whole(where, e, "received_at", "a frame index (an integer >= 0)", null_ok=True)
     points = labels = box = mask = None
     if (e.get("points") is None) != (e.get("labels") is None):
         raise PromptsFileError(f"{where}: 'points' and 'labels' must be given together")
