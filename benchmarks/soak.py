@@ -180,7 +180,7 @@ class Schedule:
 
 def run_soak(engines: Path, cfg: SoakConfig, log_path: Path, progress: bool = False) -> SoakResult:
     """Run the node under the schedule; returns every sample (see the module docstring)."""
-    from ros_support import Client, NodeProcess, image_msg, stamp_ns
+    from ros_support import Client, NodeProcess, image_msg
 
     frames = loop_frames(cfg)
     res = SoakResult(config=asdict(cfg), engines=str(engines))
